@@ -1,0 +1,124 @@
+//! Encoding a message for the DATA command, one chunk at a time.
+//!
+//! The spool holds the message with CRLF line endings; this encoder adds the transparency dot
+//! (RFC 5321 §4.5.2), makes sure the last line ends in CRLF and appends the `.` line. It also turns
+//! any stray bare CR or LF into CRLF, so that nothing we send can be read as a different end of data
+//! by the receiver (the SMTP smuggling class of bugs) even if a malformed message reached the spool.
+
+/// Streaming DATA encoder; its state carries over chunk boundaries.
+#[derive(Debug)]
+pub(crate) struct DotStuffer {
+    /// The next byte starts a line (true at the very beginning of the message).
+    at_line_start: bool,
+    /// The previous byte was a CR whose LF has not been seen yet.
+    pending_cr: bool,
+}
+
+impl DotStuffer {
+    pub(crate) fn new() -> DotStuffer {
+        DotStuffer {
+            at_line_start: true,
+            pending_cr: false,
+        }
+    }
+
+    /// Appends the encoded form of `input` to `out`.
+    pub(crate) fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + input.len() / 64 + 4);
+        for &byte in input {
+            match byte {
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.pending_cr = false;
+                    self.at_line_start = true;
+                }
+                b'\r' => {
+                    if self.pending_cr {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    self.pending_cr = true;
+                }
+                _ => {
+                    if self.pending_cr {
+                        out.extend_from_slice(b"\r\n");
+                        self.pending_cr = false;
+                        self.at_line_start = true;
+                    }
+                    if self.at_line_start && byte == b'.' {
+                        out.push(b'.');
+                    }
+                    out.push(byte);
+                    self.at_line_start = false;
+                }
+            }
+        }
+    }
+
+    /// Ends the message: completes the last line if needed and appends the terminating `.` line.
+    pub(crate) fn finish(self, out: &mut Vec<u8>) {
+        if self.pending_cr || !self.at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_whole(input: &[u8]) -> Vec<u8> {
+        let mut stuffer = DotStuffer::new();
+        let mut out = Vec::new();
+        stuffer.encode(input, &mut out);
+        stuffer.finish(&mut out);
+        out
+    }
+
+    fn encode_byte_by_byte(input: &[u8]) -> Vec<u8> {
+        let mut stuffer = DotStuffer::new();
+        let mut out = Vec::new();
+        for b in input {
+            stuffer.encode(std::slice::from_ref(b), &mut out);
+        }
+        stuffer.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn leading_dots_are_doubled_at_every_line_start() {
+        assert_eq!(
+            encode_whole(b".a\r\nb.\r\n..c\r\n"),
+            b"..a\r\nb.\r\n...c\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn message_without_final_crlf_gets_one_before_the_dot_line() {
+        assert_eq!(encode_whole(b"a\r\nlast"), b"a\r\nlast\r\n.\r\n");
+    }
+
+    #[test]
+    fn message_ending_in_crlf_gets_no_extra_blank_line() {
+        assert_eq!(encode_whole(b"a\r\n"), b"a\r\n.\r\n");
+    }
+
+    #[test]
+    fn empty_message_is_just_the_dot_line() {
+        assert_eq!(encode_whole(b""), b".\r\n");
+    }
+
+    #[test]
+    fn bare_lf_and_bare_cr_become_crlf_so_no_smuggled_end_of_data_survives() {
+        assert_eq!(
+            encode_whole(b"a\n.\nb\r.\rc\r"),
+            b"a\r\n..\r\nb\r\n..\r\nc\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_change_the_encoding() {
+        let input = b".x\r\n\r\n.\r\n..\r\nbody\rline\nend.\r\n.";
+        assert_eq!(encode_whole(input), encode_byte_by_byte(input));
+    }
+}

@@ -1,0 +1,651 @@
+//! The configuration tree: one typed TOML file, every key optional, unknown keys rejected.
+//!
+//! The defaults live here and only here; `docs/configuration.md` lists every key. A config is
+//! loaded, validated into [`Config`] and then shared as an `Arc` snapshot; a reload swaps the
+//! whole snapshot so no part of the gateway ever sees half of an old and half of a new config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The embedded default configuration: what `portcullis run` uses without `--config`.
+///
+/// It listens on loopback only and trusts only loopback clients to relay, so a newcomer can try
+/// it with swaks on the same machine while it is still not an open relay to anyone else.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Why a configuration could not be used. Each message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Read {
+        /// The file that was asked for.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown, or a value has the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file (or "embedded default").
+        file: String,
+        /// The parser's explanation, with line, column and key.
+        message: String,
+    },
+    /// A value parsed but makes no sense (for example a zero limit).
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        /// The file (or "embedded default").
+        file: String,
+        /// The dotted key, e.g. `smtp.max_sessions`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The whole configuration, after validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and storage.
+    pub server: ServerSection,
+    /// The inbound SMTP service.
+    pub smtp: SmtpSection,
+    /// Who may relay and which domains are ours.
+    pub relay: RelaySection,
+    /// Queue behaviour: durability, retries, notices.
+    pub queue: QueueSection,
+    /// Outbound delivery.
+    pub delivery: DeliverySection,
+    /// DNS resolution for MX lookups.
+    pub dns: DnsSection,
+    /// Bounces and delay notices.
+    pub bounces: BouncesSection,
+    /// The web console.
+    pub console: ConsoleSection,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Host name used in the banner, EHLO, Received headers and bounces (default: the system's).
+    pub hostname: String,
+    /// Where queues, tracking, TLS material and the control socket live.
+    pub data_dir: PathBuf,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Longest line in message data, in bytes including CRLF.
+    pub max_line_length: usize,
+    /// How long to wait for a command.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How long to wait for more message data.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Most concurrent inbound sessions.
+    pub max_sessions: usize,
+    /// Most concurrent sessions from one client IP address.
+    pub max_sessions_per_ip: usize,
+    /// Errors in one session before it is disconnected.
+    pub max_errors: u32,
+    /// Delay before the banner; a client that talks first is dropped.
+    #[serde(with = "humantime_serde")]
+    pub banner_delay: Duration,
+    /// Characters refused in envelope addresses (old-style routing tricks).
+    pub reject_address_chars: String,
+    /// How long sessions may take to finish at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Offer CHUNKING (BDAT).
+    pub chunking: bool,
+    /// STARTTLS.
+    pub tls: TlsSection,
+}
+
+/// `[smtp.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Offer STARTTLS.
+    pub enabled: bool,
+    /// PEM certificate chain; empty means a self-signed one generated in the data directory.
+    pub cert_file: PathBuf,
+    /// PEM private key matching `cert_file`.
+    pub key_file: PathBuf,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Domains we accept mail for from anyone: `example.com` or `*.example.com`.
+    pub local_domains: Vec<String>,
+    /// Client networks allowed to send to any domain.
+    pub relay_networks: Vec<IpNet>,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// fsync before acknowledging mail; turning it off risks losing mail on a power cut.
+    pub fsync: bool,
+    /// Waits between delivery attempts; the last repeats.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// After this long undelivered, the sender gets a delay notice (once).
+    #[serde(with = "humantime_serde")]
+    pub delay_notice_after: Duration,
+    /// After this long undelivered, the message bounces.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Processing crashes or time-outs after which a message is held as suspect.
+    pub suspect_after_crashes: u32,
+    /// Time the inbound session waits for scanning before answering 250 anyway.
+    #[serde(with = "humantime_serde")]
+    pub scan_budget: Duration,
+    /// How often the scheduler looks for due messages when nothing wakes it.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Longest a single delivery attempt of one message may take before it counts as a crash.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySection {
+    /// Most concurrent outbound connections.
+    pub max_connections: usize,
+    /// Most concurrent connections to one destination.
+    pub max_per_destination: usize,
+    /// TCP connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout for each reply from the next hop.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Timeout for the reply after the message data.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Hosts that take all mail not matched by `routes` (`host:port`); empty means MX lookup.
+    pub default_route: Vec<String>,
+    /// Port for hosts found by MX/A lookup.
+    pub smtp_port: u16,
+    /// `opportunistic` or `disabled`.
+    pub tls: String,
+    /// Name sent in EHLO; empty means `server.hostname`.
+    pub helo_name: String,
+    /// The routing list.
+    pub routes: Vec<RouteSection>,
+}
+
+/// One `[[delivery.routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// `example.com` or `*.example.com`.
+    pub domain: String,
+    /// `host:port` in preference order.
+    pub hosts: Vec<String>,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Name servers (`ip:port`); empty means the system's resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    /// Timeout of one query.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Tries per query.
+    pub attempts: usize,
+}
+
+/// `[bounces]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BouncesSection {
+    /// From header of bounces and delay notices; empty means `MAILER-DAEMON@<hostname>`.
+    pub from: String,
+    /// If set, a copy of each bounce goes here too.
+    pub postmaster: String,
+}
+
+/// `[console]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Where the web console listens.
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            smtp: SmtpSection::default(),
+            relay: RelaySection::default(),
+            queue: QueueSection::default(),
+            delivery: DeliverySection::default(),
+            dns: DnsSection::default(),
+            bounces: BouncesSection::default(),
+            console: ConsoleSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            hostname: String::new(),
+            data_dir: PathBuf::from("./var"),
+        }
+    }
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 4096,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_sessions: 15,
+            max_sessions_per_ip: 5,
+            max_errors: 10,
+            banner_delay: Duration::ZERO,
+            reject_address_chars: "!%".into(),
+            shutdown_grace: Duration::from_secs(30),
+            chunking: true,
+            tls: TlsSection::default(),
+        }
+    }
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            enabled: true,
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            local_domains: Vec::new(),
+            relay_networks: vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ],
+        }
+    }
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        let m = |mins: u64| Duration::from_secs(mins * 60);
+        QueueSection {
+            fsync: true,
+            retry_schedule: vec![m(1), m(5), m(15), m(30), m(60), m(120), m(240)],
+            delay_notice_after: m(4 * 60),
+            max_lifetime: m(5 * 24 * 60),
+            suspect_after_crashes: 3,
+            scan_budget: Duration::from_secs(20),
+            poll_interval: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        DeliverySection {
+            max_connections: 30,
+            max_per_destination: 10,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            default_route: Vec::new(),
+            smtp_port: 25,
+            tls: "opportunistic".into(),
+            helo_name: String::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+        }
+    }
+}
+
+impl Default for BouncesSection {
+    fn default() -> Self {
+        BouncesSection {
+            from: String::new(),
+            postmaster: String::new(),
+        }
+    }
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8003)),
+        }
+    }
+}
+
+/// Reads a list of human-readable durations (`["1m", "5m"]`).
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let items: Vec<humantime_serde::Serde<Duration>> = Vec::deserialize(d)?;
+    Ok(items.into_iter().map(|s| s.into_inner()).collect())
+}
+
+/// Overrides from the command line, applied on top of the file (and on every reload).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--smtp-listen`
+    pub smtp_listen: Option<SocketAddr>,
+    /// `--console-listen`
+    pub console_listen: Option<SocketAddr>,
+    /// `--relay`
+    pub relay: Option<String>,
+}
+
+/// Where a configuration comes from, so a reload reads the same place again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The built-in default.
+    Embedded,
+    /// A TOML file.
+    File(PathBuf),
+}
+
+impl ConfigSource {
+    /// The name used in error messages.
+    pub fn name(&self) -> String {
+        match self {
+            ConfigSource::Embedded => "embedded default configuration".into(),
+            ConfigSource::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// Reads, parses, applies overrides and validates.
+    pub fn load(&self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = match self {
+            ConfigSource::Embedded => EMBEDDED_DEFAULT.to_string(),
+            ConfigSource::File(p) => {
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: p.display().to_string(),
+                    source,
+                })?
+            }
+        };
+        Config::parse(&text, &self.name(), overrides)
+    }
+}
+
+impl Config {
+    /// Parses TOML text, applies the overrides, fills derived defaults and validates.
+    pub fn parse(text: &str, file: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        if let Some(d) = &overrides.data_dir {
+            config.server.data_dir = d.clone();
+        }
+        if let Some(a) = overrides.smtp_listen {
+            config.smtp.listen = vec![a];
+        }
+        if let Some(a) = overrides.console_listen {
+            config.console.listen = a;
+        }
+        if let Some(r) = &overrides.relay {
+            config.delivery.default_route = vec![r.clone()];
+        }
+        if config.server.hostname.is_empty() {
+            config.server.hostname = system_hostname();
+        }
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(bad(key, "must be greater than 0".into()))
+            } else {
+                Ok(())
+            }
+        };
+        if !is_hostname(&self.server.hostname) {
+            return Err(bad(
+                "server.hostname",
+                format!("{:?} is not a valid host name", self.server.hostname),
+            ));
+        }
+        if self.smtp.listen.is_empty() {
+            return Err(bad("smtp.listen", "needs at least one address".into()));
+        }
+        positive("smtp.max_message_size", self.smtp.max_message_size)?;
+        positive("smtp.max_recipients", self.smtp.max_recipients as u64)?;
+        positive("smtp.max_sessions", self.smtp.max_sessions as u64)?;
+        positive("smtp.max_sessions_per_ip", self.smtp.max_sessions_per_ip as u64)?;
+        positive("smtp.max_errors", self.smtp.max_errors as u64)?;
+        if self.smtp.max_line_length < 1000 {
+            return Err(bad(
+                "smtp.max_line_length",
+                "must be at least 1000 (RFC 5321 allows 1000-byte lines)".into(),
+            ));
+        }
+        if self.smtp.command_timeout.is_zero() || self.smtp.data_timeout.is_zero() {
+            return Err(bad("smtp.command_timeout", "timeouts must be greater than 0".into()));
+        }
+        let tls = &self.smtp.tls;
+        if tls.cert_file.as_os_str().is_empty() != tls.key_file.as_os_str().is_empty() {
+            return Err(bad(
+                "smtp.tls.cert_file",
+                "cert_file and key_file must be set together (or both left empty for a self-signed certificate)".into(),
+            ));
+        }
+        for (i, d) in self.relay.local_domains.iter().enumerate() {
+            if crate::relay::DomainMatcher::parse(d).is_none() {
+                return Err(bad(
+                    &format!("relay.local_domains[{i}]"),
+                    format!("{d:?} is not a domain or *.domain"),
+                ));
+            }
+        }
+        if self.queue.retry_schedule.is_empty() {
+            return Err(bad("queue.retry_schedule", "needs at least one interval".into()));
+        }
+        if self.queue.retry_schedule.iter().any(|d| d.is_zero()) {
+            return Err(bad("queue.retry_schedule", "intervals must be greater than 0".into()));
+        }
+        positive("queue.suspect_after_crashes", self.queue.suspect_after_crashes as u64)?;
+        if self.queue.poll_interval.is_zero() {
+            return Err(bad("queue.poll_interval", "must be greater than 0".into()));
+        }
+        if self.queue.max_lifetime < self.queue.retry_schedule[0] {
+            return Err(bad(
+                "queue.max_lifetime",
+                "is shorter than the first retry interval".into(),
+            ));
+        }
+        positive("delivery.max_connections", self.delivery.max_connections as u64)?;
+        positive("delivery.max_per_destination", self.delivery.max_per_destination as u64)?;
+        positive("delivery.smtp_port", self.delivery.smtp_port as u64)?;
+        if !matches!(self.delivery.tls.as_str(), "opportunistic" | "disabled") {
+            return Err(bad(
+                "delivery.tls",
+                format!("{:?}: expected \"opportunistic\" or \"disabled\"", self.delivery.tls),
+            ));
+        }
+        for (i, h) in self.delivery.default_route.iter().enumerate() {
+            h.parse::<portcullis_delivery::HostPort>().map_err(|e| {
+                bad(&format!("delivery.default_route[{i}]"), format!("{h:?}: {e}"))
+            })?;
+        }
+        for (i, r) in self.delivery.routes.iter().enumerate() {
+            r.domain.parse::<portcullis_delivery::DomainPattern>().map_err(|e| {
+                bad(&format!("delivery.routes[{i}].domain"), format!("{:?}: {e}", r.domain))
+            })?;
+            if r.hosts.is_empty() {
+                return Err(bad(&format!("delivery.routes[{i}].hosts"), "needs at least one host".into()));
+            }
+            for h in &r.hosts {
+                h.parse::<portcullis_delivery::HostPort>().map_err(|e| {
+                    bad(&format!("delivery.routes[{i}].hosts"), format!("{h:?}: {e}"))
+                })?;
+            }
+        }
+        positive("dns.attempts", self.dns.attempts as u64)?;
+        if !self.bounces.from.is_empty() && !self.bounces.from.contains('@') {
+            return Err(bad("bounces.from", "must be an email address".into()));
+        }
+        if !self.bounces.postmaster.is_empty() && !self.bounces.postmaster.contains('@') {
+            return Err(bad("bounces.postmaster", "must be an email address".into()));
+        }
+        Ok(())
+    }
+
+    /// The address bounces claim to come from.
+    pub fn bounce_from(&self) -> String {
+        if self.bounces.from.is_empty() {
+            format!("MAILER-DAEMON@{}", self.server.hostname)
+        } else {
+            self.bounces.from.clone()
+        }
+    }
+
+    /// The name we give in EHLO to next hops.
+    pub fn helo_name(&self) -> &str {
+        if self.delivery.helo_name.is_empty() {
+            &self.server.hostname
+        } else {
+            &self.delivery.helo_name
+        }
+    }
+
+    /// The control socket of the instance using this data directory.
+    pub fn control_socket(&self) -> PathBuf {
+        control_socket_path(&self.server.data_dir)
+    }
+}
+
+/// The control socket path for a data directory; `run` and the CLI agree on it.
+pub fn control_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+fn system_hostname() -> String {
+    let name = gethostname::gethostname().to_string_lossy().to_string();
+    if is_hostname(&name) {
+        name
+    } else {
+        "localhost".into()
+    }
+}
+
+fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", &Overrides::default())
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_only_trusts_loopback() {
+        let c = ConfigSource::Embedded.load(&Overrides::default()).unwrap();
+        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.console.listen, "127.0.0.1:8003".parse().unwrap());
+        assert_eq!(c.server.data_dir, PathBuf::from("./var"));
+        assert!(c.relay.relay_networks.iter().all(|n| n.addr().is_loopback()));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_and_key() {
+        let e = parse("[smtp]\nmax_sesions = 3\n").unwrap_err().to_string();
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("max_sesions"), "{e}");
+    }
+
+    #[test]
+    fn zero_limit_is_rejected_with_its_key() {
+        let e = parse("[smtp]\nmax_sessions = 0\n").unwrap_err().to_string();
+        assert!(e.contains("smtp.max_sessions"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_and_bad_duration_are_rejected() {
+        assert!(parse("[relay]\nrelay_networks = [\"10.0.0.0/33\"]\n").is_err());
+        assert!(parse("[queue]\nretry_schedule = [\"soon\"]\n").is_err());
+        assert!(parse("[delivery]\ntls = \"sometimes\"\n").is_err());
+        assert!(parse("[delivery]\ndefault_route = [\"nohostport\"]\n").is_err());
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides {
+            data_dir: Some("/tmp/x".into()),
+            smtp_listen: Some("127.0.0.1:2626".parse().unwrap()),
+            console_listen: None,
+            relay: Some("127.0.0.1:2727".into()),
+        };
+        let c = Config::parse("[smtp]\nlisten = [\"127.0.0.1:25\"]\n", "t", &o).unwrap();
+        assert_eq!(c.smtp.listen, vec!["127.0.0.1:2626".parse().unwrap()]);
+        assert_eq!(c.delivery.default_route, vec!["127.0.0.1:2727".to_string()]);
+        assert_eq!(c.server.data_dir, PathBuf::from("/tmp/x"));
+    }
+}

@@ -1,0 +1,18 @@
+//! The Portcullis gateway: configuration, relay policy, the inbound handler that spools mail,
+//! the delivery scheduler with retries and bounces, and the admin control API.
+//!
+//! The `portcullis` binary only parses its command line and calls [`app::run`] or
+//! [`control::request`]; everything the appliance does is reachable from here.
+
+pub mod app;
+pub mod config;
+pub mod control;
+pub mod dsn;
+pub mod inbound;
+pub mod relay;
+pub mod scan;
+pub mod scheduler;
+pub mod state;
+pub mod tls;
+
+pub use config::{Config, ConfigError, ConfigSource, Overrides};

@@ -1,0 +1,250 @@
+//! `portcullis`: the mail-security appliance in one binary.
+//!
+//! This file only parses the command line and hands over to the gateway library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis_gateway::config::{ConfigSource, Overrides, control_socket_path};
+use portcullis_gateway::control::{self, ClientError, QueueView, Request, Response};
+
+/// Exit code when the daemon refused an action (unknown queue id…).
+const EXIT_REFUSED: u8 = 1;
+/// Exit code when no daemon is running on the data directory.
+const EXIT_NOT_RUNNING: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Portcullis mail-security appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance (SMTP gateway, queues, delivery, control socket).
+    Run {
+        /// TOML configuration file (default: the embedded default configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (queues, tracking log, TLS material, control socket).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// SMTP listen address, replacing smtp.listen.
+        #[arg(long)]
+        smtp_listen: Option<std::net::SocketAddr>,
+        /// Web console listen address.
+        #[arg(long)]
+        console_listen: Option<std::net::SocketAddr>,
+        /// Default route for all mail (HOST:PORT), e.g. the internal mail server.
+        #[arg(long)]
+        relay: Option<String>,
+    },
+    /// Check a configuration file and exit (0 valid, 1 invalid).
+    CheckConfig {
+        /// TOML configuration file (default: the embedded default configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect and act on the queues of the running instance.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        /// Data directory of the running instance (its control socket lives there).
+        #[arg(long, global = true, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Switch mail flow of the running instance.
+    Ctl {
+        #[command(subcommand)]
+        action: CtlAction,
+        /// Data directory of the running instance.
+        #[arg(long, global = true, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Show the running instance's status.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Data directory of the running instance.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// List queued messages.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message and its tracking record.
+    Show {
+        /// Queue id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a message on hold.
+    Hold {
+        /// Queue id.
+        id: String,
+    },
+    /// Release a held message for delivery.
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete a message without bouncing it.
+    Delete {
+        /// Queue id.
+        id: String,
+    },
+    /// Retry every deferred message now.
+    Flush,
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Stop delivering (mail is still accepted and queued).
+    PauseDelivery,
+    /// Resume delivering.
+    ResumeDelivery,
+    /// Refuse new mail with 450 4.3.2 (senders retry later).
+    RejectIncoming,
+    /// Accept new mail again.
+    AcceptIncoming,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, data_dir, smtp_listen, console_listen, relay } => {
+            init_logging();
+            let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+            let overrides = Overrides { data_dir, smtp_listen, console_listen, relay };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("portcullis: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(portcullis_gateway::app::run(source, overrides)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "portcullis cannot start");
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => {
+            let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+            match source.load(&Overrides::default()) {
+                Ok(_) => {
+                    println!("{}: ok", source.name());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Queue { action, data_dir } => {
+            let (request, json) = match action {
+                QueueAction::List { json } => (Request::QueueList, json),
+                QueueAction::Show { id, json } => (Request::QueueShow { id }, json),
+                QueueAction::Hold { id } => (Request::QueueHold { id }, false),
+                QueueAction::Release { id } => (Request::QueueRelease { id }, false),
+                QueueAction::Delete { id } => (Request::QueueDelete { id }, false),
+                QueueAction::Flush => (Request::QueueFlush, false),
+            };
+            talk(&data_dir, request, json)
+        }
+        Command::Ctl { action, data_dir } => {
+            let request = match action {
+                CtlAction::PauseDelivery => Request::PauseDelivery,
+                CtlAction::ResumeDelivery => Request::ResumeDelivery,
+                CtlAction::RejectIncoming => Request::RejectIncoming,
+                CtlAction::AcceptIncoming => Request::AcceptIncoming,
+            };
+            talk(&data_dir, request, false)
+        }
+        Command::Status { json, data_dir } => talk(&data_dir, Request::Status, json),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Sends one request to the running daemon and prints its answer.
+fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
+    let socket = control_socket_path(data_dir);
+    let is_list = matches!(request, Request::QueueList);
+    let is_show = matches!(request, Request::QueueShow { .. });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match runtime.block_on(control::request(&socket, &request)) {
+        Ok(Response::Ok { message, data }) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            } else if is_list {
+                print_list(&data);
+            } else if is_show || !data.is_null() {
+                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            } else {
+                println!("{message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Refused { message }) => {
+            eprintln!("portcullis: {message}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+        Err(e @ ClientError::NotRunning(_)) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::from(EXIT_NOT_RUNNING)
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A `mailq`-like listing.
+fn print_list(data: &serde_json::Value) {
+    let views: Vec<QueueView> = serde_json::from_value(data.clone()).unwrap_or_default();
+    if views.is_empty() {
+        println!("queue is empty");
+        return;
+    }
+    println!("{:<18} {:<9} {:>9} {:<25} {:<30} recipients", "queue id", "queue", "size", "arrived", "sender");
+    for v in &views {
+        let sender = if v.sender.is_empty() { "<>" } else { v.sender.as_str() };
+        let arrived: String = v.arrived.chars().take(19).collect();
+        println!("{:<18} {:<9} {:>9} {:<25} {:<30} {}", v.id, v.queue, v.size, arrived, sender,
+            v.recipients.iter().map(|r| format!("{} ({})", r.address, r.status)).collect::<Vec<_>>().join(", "));
+        if let Some(e) = &v.last_error {
+            println!("{:<18} last error: {e}", "");
+        }
+        if let Some(h) = &v.hold_reason {
+            println!("{:<18} held: {h}", "");
+        }
+    }
+    println!("-- {} message(s)", views.len());
+}

@@ -1,0 +1,399 @@
+//! The message-tracking log: what happened to each message and each SMTP session.
+//!
+//! Best effort by design: written to sled without a flush per write (sled persists it within about
+//! half a second), and a failure is logged, never returned, because losing a log line must never
+//! refuse or delay mail. Values are JSON so they stay readable and can gain fields later.
+//!
+//! Trees: `tracking` (queue id → MessageRecord), `tracking_by_time` (received time + id → ()),
+//! `sessions` (end time + session id → SessionRecord).
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ID_LEN, QueueId};
+
+/// Everything known about one message, for search and reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The queue id.
+    pub queue_id: QueueId,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// The SMTP client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The client's HELO/EHLO name.
+    pub helo: Option<String>,
+    /// TLS protocol and cipher of the inbound session.
+    pub tls: Option<String>,
+    /// The envelope sender ("" = null sender).
+    pub sender: String,
+    /// The envelope recipients.
+    pub recipients: Vec<String>,
+    /// Message size in bytes.
+    pub size: u64,
+    /// The Message-ID header.
+    pub message_id: Option<String>,
+    /// The Subject header.
+    pub subject: Option<String>,
+    /// What happened, oldest first.
+    #[serde(default)]
+    pub events: Vec<TrackEvent>,
+    /// How it ended, once it has.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+}
+
+/// One step in a message's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// "received", "delivered", "deferred", "bounced", "held", "released", "deleted", "dsn_sent",
+    /// "delay_notice_sent" or "recovered".
+    pub kind: String,
+    /// The recipient concerned, for per-recipient events.
+    pub recipient: Option<String>,
+    /// Free text: the remote reply, the hold reason, …
+    pub detail: String,
+}
+
+impl TrackEvent {
+    /// An event happening now.
+    pub fn now(kind: &str, recipient: Option<&str>, detail: impl Into<String>) -> TrackEvent {
+        TrackEvent { at: Utc::now(), kind: kind.to_owned(), recipient: recipient.map(str::to_owned), detail: detail.into() }
+    }
+}
+
+/// How a message left the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every recipient delivered.
+    Delivered,
+    /// Every recipient bounced.
+    Bounced,
+    /// Removed by an admin.
+    Deleted,
+    /// Some recipients delivered, some bounced.
+    PartiallyDelivered,
+}
+
+/// One inbound SMTP session, recorded when it ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The session number (the `session_id` log field).
+    pub session_id: u64,
+    /// When the client connected.
+    pub started: DateTime<Utc>,
+    /// When the session ended.
+    pub ended: DateTime<Utc>,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The client's HELO/EHLO name.
+    pub helo: Option<String>,
+    /// TLS protocol and cipher, if used.
+    pub tls: Option<String>,
+    /// Messages accepted (250 after DATA/BDAT).
+    pub messages: u32,
+    /// Commands rejected.
+    pub rejected: u32,
+    /// How it ended: "quit", "timeout", "too many errors", "shutdown", …
+    pub end: String,
+}
+
+/// The tracking log, shared by the queue and the gateway (get it with [`crate::Queue::tracking`]).
+#[derive(Clone, Debug)]
+pub struct Tracking {
+    messages: sled::Tree,
+    by_time: sled::Tree,
+    sessions: sled::Tree,
+}
+
+/// A time as a key that sorts like the time (big-endian, sign bit flipped).
+fn time_key(at: DateTime<Utc>) -> [u8; 8] {
+    ((at.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn by_time_key(at: DateTime<Utc>, id: &QueueId) -> Vec<u8> {
+    let mut key = time_key(at).to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+impl Tracking {
+    pub(crate) fn open(db: &sled::Db) -> Result<Tracking, sled::Error> {
+        Ok(Tracking {
+            messages: db.open_tree("tracking")?,
+            by_time: db.open_tree("tracking_by_time")?,
+            sessions: db.open_tree("sessions")?,
+        })
+    }
+
+    /// Stores what is known about a message. Calling it again for the same id updates the
+    /// fields and adds the new record's events that are not there yet (same kind, recipient and
+    /// detail), so the queue and the gateway may both record a message without doubling it.
+    pub fn record_message(&self, rec: &MessageRecord) {
+        let key = rec.queue_id.as_str().as_bytes();
+        let result = self.messages.update_and_fetch(key, |old| {
+            let mut merged = rec.clone();
+            if let Some(old) = old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
+                let mut events = old.events;
+                for ev in &rec.events {
+                    if !events.iter().any(|e| e.kind == ev.kind && e.recipient == ev.recipient && e.detail == ev.detail) {
+                        events.push(ev.clone());
+                    }
+                }
+                merged.events = events;
+                merged.outcome = rec.outcome.or(old.outcome);
+            }
+            serde_json::to_vec(&merged).ok()
+        });
+        self.log_failure(result.map(drop), &rec.queue_id, "record message");
+        self.index(rec.received_at, &rec.queue_id);
+    }
+
+    /// Appends an event to a message's record (creating a bare record if there is none).
+    pub fn event(&self, id: &QueueId, ev: TrackEvent) {
+        let mut created = None;
+        let result = self.messages.update_and_fetch(id.as_str().as_bytes(), |old| {
+            let mut rec = match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
+                Some(rec) => rec,
+                None => {
+                    created = Some(ev.at);
+                    bare_record(id, ev.at)
+                }
+            };
+            rec.events.push(ev.clone());
+            serde_json::to_vec(&rec).ok()
+        });
+        self.log_failure(result.map(drop), id, "record event");
+        if let Some(at) = created {
+            self.index(at, id);
+        }
+    }
+
+    /// Sets how a message ended.
+    pub fn outcome(&self, id: &QueueId, outcome: Outcome) {
+        let mut created = None;
+        let result = self.messages.update_and_fetch(id.as_str().as_bytes(), |old| {
+            let mut rec = match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
+                Some(rec) => rec,
+                None => {
+                    let now = Utc::now();
+                    created = Some(now);
+                    bare_record(id, now)
+                }
+            };
+            rec.outcome = Some(outcome);
+            serde_json::to_vec(&rec).ok()
+        });
+        self.log_failure(result.map(drop), id, "record outcome");
+        if let Some(at) = created {
+            self.index(at, id);
+        }
+    }
+
+    /// The record of a message, if it is (still) in the log.
+    pub fn get(&self, id: &QueueId) -> Option<MessageRecord> {
+        let bytes = self.messages.get(id.as_str().as_bytes()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The most recently received messages, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<MessageRecord> {
+        self.records(self.by_time.iter().rev(), limit)
+    }
+
+    /// Messages received in `[from, to)`, oldest first, at most `limit`.
+    pub fn received_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> Vec<MessageRecord> {
+        self.records(self.by_time.range(time_key(from)..time_key(to)), limit)
+    }
+
+    fn records(&self, keys: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>, limit: usize) -> Vec<MessageRecord> {
+        keys.filter_map(|item| item.ok())
+            .filter_map(|(key, _)| std::str::from_utf8(key.get(8..8 + ID_LEN)?).ok()?.parse::<QueueId>().ok())
+            .filter_map(|id| self.get(&id))
+            .take(limit)
+            .collect()
+    }
+
+    /// Stores a finished SMTP session.
+    pub fn record_session(&self, rec: &SessionRecord) {
+        let mut key = time_key(rec.ended).to_vec();
+        key.extend_from_slice(&rec.session_id.to_be_bytes());
+        let result = serde_json::to_vec(rec).map_err(|e| e.to_string()).and_then(|value| {
+            self.sessions.insert(key, value).map(drop).map_err(|e| e.to_string())
+        });
+        if let Err(error) = result {
+            tracing::warn!(session_id = rec.session_id, %error, "could not write the session to the tracking log");
+        }
+    }
+
+    /// The most recently ended sessions, newest first.
+    pub fn recent_sessions(&self, limit: usize) -> Vec<SessionRecord> {
+        self.sessions
+            .iter()
+            .rev()
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
+            .take(limit)
+            .collect()
+    }
+
+    /// Drops message records received and sessions ended before `cutoff`; returns how many
+    /// records went. The log has no size limit of its own, so the gateway calls this periodically.
+    pub fn prune_before(&self, cutoff: DateTime<Utc>) -> usize {
+        let mut removed = 0;
+        let old: Vec<sled::IVec> = self.by_time.range(..time_key(cutoff)).keys().filter_map(|k| k.ok()).collect();
+        for key in old {
+            if let Some(id) = key.get(8..).and_then(|id| std::str::from_utf8(id).ok()) {
+                let _ = self.messages.remove(id.as_bytes());
+            }
+            let _ = self.by_time.remove(&key);
+            removed += 1;
+        }
+        let old: Vec<sled::IVec> = self.sessions.range(..time_key(cutoff)).keys().filter_map(|k| k.ok()).collect();
+        for key in old {
+            let _ = self.sessions.remove(&key);
+            removed += 1;
+        }
+        removed
+    }
+
+    fn index(&self, at: DateTime<Utc>, id: &QueueId) {
+        let result = self.by_time.insert(by_time_key(at, id), &[]);
+        self.log_failure(result.map(drop), id, "index message");
+    }
+
+    fn log_failure(&self, result: sled::Result<()>, id: &QueueId, what: &str) {
+        if let Err(error) = result {
+            tracing::warn!(queue_id = %id, %error, "tracking log: could not {what}");
+        }
+    }
+}
+
+/// A record for a message the log has not seen (e.g. rebuilt after the state database was lost).
+fn bare_record(id: &QueueId, at: DateTime<Utc>) -> MessageRecord {
+    MessageRecord {
+        queue_id: id.clone(),
+        received_at: at,
+        client_ip: None,
+        helo: None,
+        tls: None,
+        sender: String::new(),
+        recipients: Vec::new(),
+        size: 0,
+        message_id: None,
+        subject: None,
+        events: Vec::new(),
+        outcome: None,
+    }
+}
+
+
+/// The tracking record of a queued message, with the given events.
+pub(crate) fn record_for(entry: &crate::entry::QueueEntry, events: Vec<TrackEvent>) -> MessageRecord {
+    let client = entry.envelope.client.as_ref();
+    MessageRecord {
+        queue_id: entry.id.clone(),
+        received_at: entry.envelope.received_at,
+        client_ip: client.map(|c| c.ip),
+        helo: client.and_then(|c| c.helo.clone()),
+        tls: client.and_then(|c| c.tls.clone()),
+        sender: entry.envelope.sender.clone(),
+        recipients: entry.envelope.recipients.clone(),
+        size: entry.size,
+        message_id: entry.message_id.clone(),
+        subject: entry.subject.clone(),
+        events,
+        outcome: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn tracking() -> (tempfile::TempDir, Tracking) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tracking = Tracking::open(&db).unwrap();
+        (dir, tracking)
+    }
+
+    fn record(id: &QueueId, at: DateTime<Utc>) -> MessageRecord {
+        MessageRecord { sender: "a@example.org".into(), recipients: vec!["b@example.com".into()], size: 10, ..bare_record(id, at) }
+    }
+
+    #[test]
+    fn recording_a_message_twice_merges_events_instead_of_doubling_them() {
+        let (_dir, tracking) = tracking();
+        let id = QueueId::generate();
+        let mut rec = record(&id, Utc::now());
+        rec.events.push(TrackEvent::now("received", None, "committed"));
+        tracking.record_message(&rec);
+        tracking.event(&id, TrackEvent::now("delivered", Some("b@example.com"), "250 ok"));
+        rec.subject = Some("hello".into());
+        tracking.record_message(&rec);
+        tracking.outcome(&id, Outcome::Delivered);
+        let stored = tracking.get(&id).unwrap();
+        let kinds: Vec<&str> = stored.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["received", "delivered"]);
+        assert_eq!(stored.subject.as_deref(), Some("hello"));
+        assert_eq!(stored.outcome, Some(Outcome::Delivered));
+        assert_eq!(tracking.recent(10).len(), 1);
+    }
+
+    #[test]
+    fn recent_is_newest_first_and_time_ranges_select_by_received_time() {
+        let (_dir, tracking) = tracking();
+        let base = Utc::now() - chrono::Duration::hours(3);
+        let ids: Vec<QueueId> = (0..3).map(|_| QueueId::generate()).collect();
+        for (n, id) in ids.iter().enumerate() {
+            tracking.record_message(&record(id, base + chrono::Duration::hours(n as i64)));
+        }
+        let recent: Vec<QueueId> = tracking.recent(2).into_iter().map(|r| r.queue_id).collect();
+        assert_eq!(recent, [ids[2].clone(), ids[1].clone()]);
+        let middle = tracking.received_between(base + chrono::Duration::minutes(30), base + chrono::Duration::minutes(90), 10);
+        assert_eq!(middle.len(), 1);
+        assert_eq!(middle[0].queue_id, ids[1]);
+        assert_eq!(tracking.prune_before(base + chrono::Duration::minutes(30)), 1);
+        assert!(tracking.get(&ids[0]).is_none());
+        assert_eq!(tracking.recent(10).len(), 2);
+    }
+
+    #[test]
+    fn sessions_are_listed_newest_first_and_stored_as_json() {
+        let (_dir, tracking) = tracking();
+        for n in 0..3u64 {
+            let ended = Utc::now() + chrono::Duration::seconds(n as i64);
+            tracking.record_session(&SessionRecord {
+                session_id: n,
+                started: ended,
+                ended,
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                helo: None,
+                tls: None,
+                messages: 1,
+                rejected: 0,
+                end: "quit".into(),
+            });
+        }
+        let ids: Vec<u64> = tracking.recent_sessions(2).iter().map(|s| s.session_id).collect();
+        assert_eq!(ids, [2, 1]);
+        let raw = tracking.sessions.iter().next().unwrap().unwrap().1;
+        assert!(serde_json::from_slice::<serde_json::Value>(&raw).is_ok());
+    }
+
+    #[test]
+    fn events_for_an_unknown_message_create_a_searchable_record() {
+        let (_dir, tracking) = tracking();
+        let id = QueueId::generate();
+        tracking.event(&id, TrackEvent::now("recovered", None, "rebuilt"));
+        assert_eq!(tracking.get(&id).unwrap().events.len(), 1);
+        assert_eq!(tracking.recent(1)[0].queue_id, id);
+    }
+}
