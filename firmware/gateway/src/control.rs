@@ -200,10 +200,7 @@ impl Control {
                     return missing(&id);
                 }
                 match q.hold(&qid, "held by the administrator").await {
-                    Ok(()) => {
-                        self.track(&qid, "held", "held by the administrator");
-                        ok(format!("{id} is on hold"))
-                    }
+                    Ok(()) => ok(format!("{id} is on hold")),
                     Err(e) => Response::Refused { message: format!("{id}: {e}") },
                 }
             }
@@ -214,7 +211,6 @@ impl Control {
                 }
                 match q.release(&qid).await {
                     Ok(()) => {
-                        self.track(&qid, "released", "released by the administrator");
                         q.notify_new().notify_one();
                         ok(format!("{id} released for delivery"))
                     }
@@ -227,11 +223,7 @@ impl Control {
                     return missing(&id);
                 }
                 match q.delete(&qid).await {
-                    Ok(()) => {
-                        self.track(&qid, "deleted", "deleted by the administrator");
-                        q.tracking().outcome(&qid, portcullis_queue::Outcome::Deleted);
-                        ok(format!("{id} deleted"))
-                    }
+                    Ok(()) => ok(format!("{id} deleted")),
                     Err(e) => Response::Refused { message: format!("{id}: {e}") },
                 }
             }
@@ -271,18 +263,6 @@ impl Control {
                 }
             }
         }
-    }
-
-    fn track(&self, id: &QueueId, kind: &str, detail: &str) {
-        self.shared.queue.tracking().event(
-            id,
-            portcullis_queue::TrackEvent {
-                at: chrono::Utc::now(),
-                kind: kind.into(),
-                recipient: None,
-                detail: detail.into(),
-            },
-        );
     }
 
     /// Serves the control socket until `shutdown`. The socket is created mode 0600: only the

@@ -189,10 +189,7 @@ impl Scheduler {
         if crashes >= q.suspect_after_crashes {
             let why = format!("suspect message: processing failed {crashes} times (last: {reason})");
             match self.shared.queue.hold(&id, &why).await {
-                Ok(()) => {
-                    tracing::warn!(queue_id = %id, reason = %why, "suspect message moved to hold");
-                    self.track(&id, "held", None, &why);
-                }
+                Ok(()) => tracing::warn!(queue_id = %id, reason = %why, "suspect message moved to hold"),
                 Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot hold suspect message"),
             }
         }
@@ -374,13 +371,8 @@ impl Scheduler {
             }
             tracing::info!(queue_id = %entry.id, attempts = entry.attempts, next_attempt = %entry.next_attempt, "message deferred");
         } else {
+            // The queue records the final outcome in the tracking log when it removes the message.
             let delivered = entry.recipients.iter().filter(|r| matches!(r.status, RecipientStatus::Delivered { .. })).count();
-            let outcome = match (delivered, entry.recipients.len() - delivered) {
-                (_, 0) => portcullis_queue::Outcome::Delivered,
-                (0, _) => portcullis_queue::Outcome::Bounced,
-                _ => portcullis_queue::Outcome::PartiallyDelivered,
-            };
-            self.shared.queue.tracking().outcome(&entry.id, outcome);
             tracing::info!(queue_id = %entry.id, delivered, total = entry.recipients.len(), "message done; removed from queue");
         }
         let id = entry.id.clone();
