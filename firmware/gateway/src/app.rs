@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use portcullis_queue::{Queue, QueueConfig};
 use portcullis_smtp::{Server, ServerConfig};
@@ -9,11 +10,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{Alert, AlertKind};
 use crate::config::{Config, ConfigError, ConfigSource, Overrides};
 use crate::control::Control;
 use crate::inbound::Inbound;
 use crate::scheduler::{Scheduler, build_router};
 use crate::state::{Shared, Snapshot};
+use crate::supervise::{SupervisionEvent, Supervisor};
 
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,9 @@ pub fn server_config(config: &Config) -> Result<ServerConfig, crate::tls::TlsErr
     })
 }
 
+/// The file whose presence at start-up means the previous run did not shut down cleanly.
+const RUNNING_MARKER: &str = "portcullis.running";
+
 /// Runs the appliance until SIGTERM or SIGINT. Returns after an orderly shutdown.
 pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), StartError> {
     let config = source.load(&overrides)?;
@@ -96,6 +102,10 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
     if tokio::net::UnixStream::connect(&socket).await.is_ok() {
         return Err(StartError::AlreadyRunning(data_dir.display().to_string()));
     }
+    let marker = data_dir.join(RUNNING_MARKER);
+    let previous_run = std::fs::read_to_string(&marker).ok();
+    std::fs::write(&marker, format!("pid {} started {}\n", std::process::id(), chrono::Utc::now().to_rfc3339()))
+        .map_err(|source| StartError::DataDir { path: marker.display().to_string(), source })?;
 
     let (queue, recovery) = Queue::open(
         &data_dir.join("queue"),
@@ -104,9 +114,6 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
             suspect_after_crashes: config.queue.suspect_after_crashes,
         },
     )?;
-    if !recovery.suspects_held.is_empty() {
-        tracing::warn!(count = recovery.suspects_held.len(), "suspect messages moved to hold at start-up");
-    }
     if !config.queue.fsync {
         tracing::warn!("queue.fsync is off: a power cut can lose acknowledged mail (benchmarks only)");
     }
@@ -117,7 +124,7 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Listen { addr: *addr, source })?;
-        listeners.push(l);
+        listeners.push((*addr, l));
     }
     let router = build_router(&config)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
@@ -127,41 +134,172 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
     let grace = config.smtp.shutdown_grace;
     let smtp_addrs: Vec<String> = config.smtp.listen.iter().map(|a| a.to_string()).collect();
     let console = config.console.listen;
+    let watchdog_config = config.watchdog.clone();
+    let poll = config.queue.poll_interval;
+    let check_interval = config.alerts.check_interval;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config)));
     let shared = Arc::new(Shared::new(snap_rx, queue));
     let shutdown = CancellationToken::new();
+    let (supervisor, mut supervision_events) = Supervisor::new(shutdown.clone());
 
     let server = Arc::new(Server::new(server_rx, Arc::new(Inbound::new(shared.clone()))));
-    let mut tasks = tokio::task::JoinSet::new();
-    for l in listeners {
-        let (server, token) = (server.clone(), shutdown.clone());
-        tasks.spawn(async move { server.serve(l, token, grace).await });
-    }
-    let scheduler = Arc::new(Scheduler::new(shared.clone(), router));
-    tasks.spawn(scheduler.clone().run(shutdown.clone(), grace));
-    let control = Arc::new(Control::new(shared.clone()));
-    {
-        let token = shutdown.clone();
-        let socket = socket.clone();
-        tasks.spawn(async move {
-            if let Err(e) = control.serve(socket.clone(), token).await {
-                tracing::error!(socket = %socket.display(), error = %e, "control socket failed; queue commands will not work");
+    for (addr, listener) in listeners {
+        // The first run uses the socket bound above (so a bad address stops start-up with a
+        // clear error); a restart binds the address again.
+        let first = Arc::new(std::sync::Mutex::new(Some(listener)));
+        let server = server.clone();
+        supervisor.spawn(format!("smtp {addr}"), None, move |_hb, token| {
+            let (server, first) = (server.clone(), first.clone());
+            async move {
+                let taken = first.lock().expect("listener slot").take();
+                let listener = match taken {
+                    Some(l) => l,
+                    None => tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+                };
+                server.serve(listener, token, grace).await;
+                Ok(())
             }
         });
     }
-    tracing::info!(smtp = %smtp_addrs.join(","), console = %console, data_dir = %data_dir.display(), "portcullis ready");
+    let scheduler = Arc::new(Scheduler::new(shared.clone(), router));
+    {
+        let scheduler = scheduler.clone();
+        let deadline = (poll * 10).max(Duration::from_secs(30));
+        supervisor.spawn("delivery", Some(deadline), move |hb, token| {
+            let scheduler = scheduler.clone();
+            async move {
+                scheduler.run(hb, token, grace).await;
+                Ok(())
+            }
+        });
+    }
+    let control = Arc::new(Control::new(shared.clone(), supervisor.clone()));
+    {
+        let socket = socket.clone();
+        supervisor.spawn("control", None, move |_hb, token| {
+            let (control, socket) = (control.clone(), socket.clone());
+            async move {
+                control
+                    .serve(socket.clone(), token)
+                    .await
+                    .map_err(|e| format!("control socket {}: {e}", socket.display()))
+            }
+        });
+    }
+    {
+        let shared = shared.clone();
+        supervisor.spawn("housekeeping", Some(check_interval * 3 + Duration::from_secs(10)), move |hb, token| {
+            crate::housekeeping::run(shared.clone(), hb, token)
+        });
+    }
 
+    let mut watchdog = open_hardware_watchdog(&shared, &watchdog_config);
+    let systemd_watchdog = systemd_watchdog_interval();
+    let pet_interval = match systemd_watchdog {
+        Some(half) => half.min(watchdog_config.pet_interval),
+        None => watchdog_config.pet_interval,
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(smtp = %smtp_addrs.join(","), console = %console, data_dir = %data_dir.display(), "portcullis ready");
+    shared.alert(Alert::new(AlertKind::ServiceStart, "", "Portcullis started", format!("SMTP on {}", smtp_addrs.join(", "))));
+    if let Some(previous) = previous_run {
+        shared.alert(Alert::new(
+            AlertKind::ImproperShutdown,
+            "",
+            "the previous run ended without an orderly shutdown (crash, kill or power cut)",
+            format!(
+                "Previous run: {}Recovery: {} message(s) in the queue, {} rebuilt, {} possibly delivered twice, {} corrupt file(s) set aside, {} partial transfer(s) removed.",
+                previous, recovery.messages, recovery.rebuilt_entries, recovery.possibly_duplicated, recovery.corrupt, recovery.tmp_deleted
+            ),
+        ));
+    }
+    for id in &recovery.suspects_held {
+        shared.alert(Alert::new(AlertKind::SuspectMessageHeld, id.to_string(), format!("message {id} held as suspect at start-up"), "It was being processed during repeated crashes."));
+    }
+
+    let mut health_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_pet = tokio::time::Instant::now() - pet_interval;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => reload(&source, &overrides, &snap_tx, &server_tx, &scheduler),
+            _ = sighup.recv() => reload(&source, &overrides, &snap_tx, &server_tx, &scheduler, &shared),
+            Some(event) = supervision_events.recv() => report_supervision_event(&shared, event),
+            _ = health_tick.tick() => {
+                // Pet only while every part is healthy: a stuck or crash-looping gateway must
+                // end in a restart (systemd) or a reboot (hardware), not limp on unnoticed.
+                if supervisor.check() && last_pet.elapsed() >= pet_interval {
+                    last_pet = tokio::time::Instant::now();
+                    if systemd_watchdog.is_some() {
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    }
+                    if let Some(w) = watchdog.as_mut() {
+                        if let Err(e) = w.pet() {
+                            tracing::error!(error = %e, "cannot pet the hardware watchdog");
+                        }
+                    }
+                }
+            }
         }
     }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    shared.alert(Alert::new(AlertKind::ServiceStop, "", "Portcullis stopped on request", String::new()));
+    // Give the stop alert a moment to be committed before the queue closes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    supervisor.stopped().await;
+    if let Some(w) = watchdog.take() {
+        if let Err(e) = w.close() {
+            tracing::error!(error = %e, "cannot disarm the hardware watchdog; the box may reboot");
+        }
+    }
+    let _ = std::fs::remove_file(&marker);
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// Opens the configured hardware watchdog. A watchdog that cannot be opened is an alert, not a
+/// reason to stop accepting mail.
+fn open_hardware_watchdog(shared: &Arc<Shared>, config: &crate::config::WatchdogSection) -> Option<portcullis_board::Watchdog> {
+    if config.device.as_os_str().is_empty() {
+        return None;
+    }
+    match portcullis_board::Watchdog::open(&config.device, config.timeout) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            shared.alert(Alert::new(AlertKind::ComponentFailure, "watchdog", "hardware watchdog unavailable", e.to_string()));
+            None
+        }
+    }
+}
+
+/// Half of systemd's `WatchdogSec`, if systemd asked us for watchdog pings.
+fn systemd_watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+fn report_supervision_event(shared: &Arc<Shared>, event: SupervisionEvent) {
+    let alert = match event {
+        SupervisionEvent::PartFailed { name, reason } => {
+            Alert::new(AlertKind::ComponentFailure, name.clone(), format!("{name} failed and is being restarted"), reason)
+        }
+        SupervisionEvent::PartStuck { name, silent_for } => Alert::new(
+            AlertKind::ComponentFailure,
+            name.clone(),
+            format!("{name} is stuck (no progress for {}s)", silent_for.as_secs()),
+            "The watchdogs are no longer petted while it is stuck.",
+        ),
+        SupervisionEvent::PartRecovered { name } => {
+            tracing::info!(part = %name, "part recovered");
+            return;
+        }
+    };
+    shared.alert(alert);
 }
 
 /// SIGHUP: read the configuration again and swap it in whole, or keep the old one if the new
@@ -172,6 +310,7 @@ fn reload(
     snap_tx: &watch::Sender<Arc<Snapshot>>,
     server_tx: &watch::Sender<Arc<ServerConfig>>,
     scheduler: &Scheduler,
+    shared: &Arc<Shared>,
 ) {
     let new = match source.load(overrides) {
         Ok(c) => c,
@@ -206,8 +345,40 @@ fn reload(
             tracing::warn!(key, "changed in the configuration but takes effect only after a restart");
         }
     }
+    let changed = changed_sections(&old, &new);
     server_tx.send_replace(Arc::new(server));
     scheduler.replace_router(router);
     snap_tx.send_replace(Arc::new(Snapshot::new(new)));
-    tracing::info!(source = %source.name(), "configuration reloaded");
+    tracing::info!(source = %source.name(), changed = %changed.join(","), "configuration reloaded");
+    if !changed.is_empty() {
+        shared.alert(Alert::new(
+            AlertKind::ConfigChanged,
+            changed.join(","),
+            format!("configuration reloaded (SIGHUP): changed {}", changed.join(", ")),
+            format!("Source: {}\nChanged by: SIGHUP to process {}", source.name(), std::process::id()),
+        ));
+    }
+}
+
+/// The top-level sections whose values differ, for the config-changed alert.
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let d = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut out = Vec::new();
+    for (name, changed) in [
+        ("server", d(&old.server, &new.server)),
+        ("smtp", d(&old.smtp, &new.smtp)),
+        ("relay", d(&old.relay, &new.relay)),
+        ("queue", d(&old.queue, &new.queue)),
+        ("delivery", d(&old.delivery, &new.delivery)),
+        ("dns", d(&old.dns, &new.dns)),
+        ("bounces", d(&old.bounces, &new.bounces)),
+        ("console", d(&old.console, &new.console)),
+        ("alerts", d(&old.alerts, &new.alerts)),
+        ("watchdog", d(&old.watchdog, &new.watchdog)),
+    ] {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
 }

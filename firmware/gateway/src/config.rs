@@ -68,6 +68,34 @@ pub struct Config {
     pub bounces: BouncesSection,
     /// The web console.
     pub console: ConsoleSection,
+    /// Alerts to the admin.
+    pub alerts: crate::alerts::AlertsSection,
+    /// The hardware and systemd watchdogs.
+    pub watchdog: WatchdogSection,
+}
+
+/// `[watchdog]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogSection {
+    /// Hardware watchdog device, e.g. `/dev/watchdog`; empty means none.
+    pub device: PathBuf,
+    /// Timeout asked of the hardware watchdog: the box reboots this long after the last pet.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often the watchdogs are petted while every part is healthy.
+    #[serde(with = "humantime_serde")]
+    pub pet_interval: Duration,
+}
+
+impl Default for WatchdogSection {
+    fn default() -> Self {
+        WatchdogSection {
+            device: PathBuf::new(),
+            timeout: Duration::from_secs(60),
+            pet_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[server]`
@@ -249,6 +277,8 @@ impl Default for Config {
             dns: DnsSection::default(),
             bounces: BouncesSection::default(),
             console: ConsoleSection::default(),
+            alerts: crate::alerts::AlertsSection::default(),
+            watchdog: WatchdogSection::default(),
         }
     }
 }
@@ -544,6 +574,32 @@ impl Config {
         if !self.bounces.postmaster.is_empty() && !self.bounces.postmaster.contains('@') {
             return Err(bad("bounces.postmaster", "must be an email address".into()));
         }
+        let a = &self.alerts;
+        if let Some(bad_to) = a.to.iter().find(|t| !t.contains('@')) {
+            return Err(bad("alerts.to", format!("{bad_to:?} is not an email address")));
+        }
+        if !a.from.is_empty() && !a.from.contains('@') {
+            return Err(bad("alerts.from", "must be an email address".into()));
+        }
+        for (key, v) in [
+            ("alerts.low_disk_percent", a.low_disk_percent),
+            ("alerts.disk_floor_percent", a.disk_floor_percent),
+            ("alerts.low_memory_percent", a.low_memory_percent),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(bad(key, format!("{v} is not a percentage between 0 and 100")));
+            }
+        }
+        if a.check_interval.is_zero() {
+            return Err(bad("alerts.check_interval", "must be greater than 0".into()));
+        }
+        let w = &self.watchdog;
+        if w.pet_interval.is_zero() || (!w.device.as_os_str().is_empty() && w.pet_interval >= w.timeout) {
+            return Err(bad(
+                "watchdog.pet_interval",
+                "must be greater than 0 and shorter than watchdog.timeout".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -553,6 +609,15 @@ impl Config {
             format!("MAILER-DAEMON@{}", self.server.hostname)
         } else {
             self.bounces.from.clone()
+        }
+    }
+
+    /// The address alert mail comes from.
+    pub fn alert_from(&self) -> String {
+        if self.alerts.from.is_empty() {
+            format!("portcullis@{}", self.server.hostname)
+        } else {
+            self.alerts.from.clone()
         }
     }
 

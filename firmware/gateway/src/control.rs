@@ -13,6 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
+use crate::supervise::Supervisor;
 
 /// An admin action.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +53,12 @@ pub enum Request {
     AcceptIncoming,
     /// Short status of the running instance.
     Status,
+    /// The newest alerts from the alert log.
+    Alerts {
+        /// How many (default 50).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -152,12 +159,13 @@ impl From<&QueueEntry> for QueueView {
 /// Carries out admin actions against the shared state.
 pub struct Control {
     shared: Arc<Shared>,
+    supervisor: Arc<Supervisor>,
 }
 
 impl Control {
     /// The admin API over the running gateway.
-    pub fn new(shared: Arc<Shared>) -> Control {
-        Control { shared }
+    pub fn new(shared: Arc<Shared>, supervisor: Arc<Supervisor>) -> Control {
+        Control { shared, supervisor }
     }
 
     /// Carries out one request.
@@ -252,14 +260,30 @@ impl Control {
             Request::Status => {
                 let counts = q.counts();
                 let sw = &self.shared.switches;
+                let parts = self.supervisor.report();
+                let healthy = parts.iter().all(|p| matches!(p.state, crate::supervise::PartState::Running));
+                let last_error = self.shared.alerter.recent(1).into_iter().next();
                 Response::Ok {
                     message: String::new(),
                     data: serde_json::json!({
+                        "healthy": healthy,
                         "uptime_seconds": self.shared.started.elapsed().as_secs(),
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "parts": parts,
                         "queues": { "incoming": counts.incoming, "deferred": counts.deferred, "hold": counts.hold },
                         "delivery_paused": sw.delivery_paused(),
                         "rejecting_incoming": sw.rejecting_incoming(),
+                        "disk_floor": sw.disk_floor(),
+                        "definitions": serde_json::Value::Null,
+                        "last_alert": last_error,
                     }),
+                }
+            }
+            Request::Alerts { limit } => {
+                let alerts = self.shared.alerter.recent(limit.unwrap_or(50));
+                Response::Ok {
+                    message: format!("{} alert(s)", alerts.len()),
+                    data: serde_json::to_value(alerts).unwrap_or_default(),
                 }
             }
         }

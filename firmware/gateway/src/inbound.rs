@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use portcullis_queue as queue;
-use portcullis_smtp::{BodyType, Envelope, MailHandler, MailParams, Path, Reply, SessionInfo, SessionStats};
+use portcullis_smtp::{BodyType, Envelope, MailHandler, MailParams, Path, Reply, SessionEnd, SessionInfo, SessionStats};
 use tokio::io::AsyncWriteExt;
 
+use crate::alerts::{Alert, AlertKind};
 use crate::scan::Verdict;
 use crate::state::Shared;
 
@@ -35,6 +36,10 @@ impl MailHandler for Inbound {
             tracing::info!(session_id = session.id, client_ip = %session.peer.ip(), "refused MAIL: incoming mail is switched off");
             return Err(Reply::new(450, "4.3.2", "not accepting mail right now, try later"));
         }
+        if self.shared.switches.disk_floor() {
+            tracing::warn!(session_id = session.id, client_ip = %session.peer.ip(), "refused MAIL: disk space below the floor");
+            return Err(Reply::new(452, "4.3.1", "insufficient system storage, try again later"));
+        }
         if from.source_route {
             return Err(Reply::new(553, "5.1.7", "source routes are not accepted"));
         }
@@ -53,6 +58,14 @@ impl MailHandler for Inbound {
         let decision = snap.relay.check_recipient(session.peer.ip(), &rcpt.address);
         if let Err(reply) = &decision {
             tracing::info!(session_id = session.id, client_ip = %session.peer.ip(), rcpt = %rcpt.address, reply = %reply, "recipient refused");
+            if reply.code == 554 {
+                self.shared.alert(Alert::new(
+                    AlertKind::UnauthorizedAccess,
+                    session.peer.ip().to_string(),
+                    format!("relay attempt from {} to <{}>", session.peer.ip(), rcpt.address),
+                    format!("HELO: {}", session.helo.as_deref().unwrap_or("none")),
+                ));
+            }
         }
         decision
     }
@@ -110,6 +123,14 @@ impl MailHandler for Inbound {
     }
 
     async fn session_closed(&self, session: &SessionInfo, stats: &SessionStats) {
+        if matches!(stats.end, SessionEnd::ProtocolViolation(_) | SessionEnd::TooManyErrors) {
+            self.shared.alert(Alert::new(
+                AlertKind::SmtpProtocolViolation,
+                session.peer.ip().to_string(),
+                format!("SMTP protocol violation by {}: {}", session.peer.ip(), stats.end),
+                format!("HELO: {}\nerrors: {}", session.helo.as_deref().unwrap_or("none"), stats.errors),
+            ));
+        }
         let started = chrono::DateTime::<Utc>::from(session.started);
         self.shared.queue.tracking().record_session(&queue::SessionRecord {
             session_id: session.id,

@@ -4,15 +4,18 @@
 //! The `portcullis` binary only parses its command line and calls [`app::run`] or
 //! [`control::request`]; everything the appliance does is reachable from here.
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod control;
 pub mod dsn;
+pub mod housekeeping;
 pub mod inbound;
 pub mod relay;
 pub mod scan;
 pub mod scheduler;
 pub mod state;
+pub mod supervise;
 pub mod tls;
 
 pub use config::{Config, ConfigError, ConfigSource, Overrides};

@@ -19,7 +19,9 @@ use portcullis_queue::{QueueEntry, QueueId, QueueKind, RecipientStatus, TrackEve
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{Alert, AlertKind};
 use crate::config::Config;
+use crate::supervise::Heartbeat;
 use crate::dsn::{self, Notice, ReportedRecipient};
 use crate::state::Shared;
 
@@ -99,12 +101,13 @@ impl Scheduler {
     }
 
     /// Runs until `shutdown`, then waits up to `grace` for running attempts to record results.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+    pub async fn run(self: Arc<Self>, hb: Heartbeat, shutdown: CancellationToken, grace: Duration) {
         let wake = self.shared.queue.notify_new();
         // Attempts share the connection limit: a message being delivered holds one slot.
         let slots = Arc::new(Semaphore::new(self.connection_limit));
         tracing::info!(max_connections = self.connection_limit, "delivery scheduler started");
         loop {
+            hb.beat();
             let poll = self.shared.snapshot().config.queue.poll_interval;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -189,7 +192,10 @@ impl Scheduler {
         if crashes >= q.suspect_after_crashes {
             let why = format!("suspect message: processing failed {crashes} times (last: {reason})");
             match self.shared.queue.hold(&id, &why).await {
-                Ok(()) => tracing::warn!(queue_id = %id, reason = %why, "suspect message moved to hold"),
+                Ok(()) => {
+                    tracing::warn!(queue_id = %id, reason = %why, "suspect message moved to hold");
+                    self.shared.alert(Alert::new(AlertKind::SuspectMessageHeld, id.to_string(), format!("message {id} held"), why));
+                }
                 Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot hold suspect message"),
             }
         }
@@ -276,6 +282,18 @@ impl Scheduler {
             let _conn = self.connections.clone().acquire_owned().await.expect("semaphore never closed");
             let report = portcullis_delivery::deliver(&client, &hop, &tx, &source).await;
             let now = Utc::now();
+            // Internet MX hosts are down all the time; only our own next hops (the internal
+            // mail server, via a route or the default route) are worth waking the admin for.
+            let own_next_hop = key == "default" || key.starts_with("route:");
+            if report.addr.is_none() && own_next_hop {
+                let why = report.results.first().map(|(_, r)| r.reply().to_string()).unwrap_or_default();
+                self.shared.alert(Alert::new(
+                    AlertKind::InternalServerUnreachable,
+                    key.clone(),
+                    format!("cannot connect to next hop {key}"),
+                    why,
+                ));
+            }
             for (n, (rcpt, result)) in report.results.iter().enumerate() {
                 let Some(&i) = idx.get(n) else { break };
                 debug_assert_eq!(&entry.recipients[i].address, rcpt);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use portcullis_queue::Queue;
 use tokio::sync::watch;
 
+use crate::alerts::{Alert, Alerter, Delivery, compose_mail};
 use crate::config::Config;
 use crate::relay::RelayPolicy;
 use crate::scan::ScanStage;
@@ -40,6 +41,7 @@ impl Snapshot {
 pub struct Switches {
     delivery_paused: AtomicBool,
     rejecting_incoming: AtomicBool,
+    disk_floor: AtomicBool,
 }
 
 impl Switches {
@@ -62,6 +64,16 @@ impl Switches {
     pub fn set_rejecting_incoming(&self, rejecting: bool) {
         self.rejecting_incoming.store(rejecting, Ordering::Relaxed);
     }
+
+    /// Whether free disk space is below the hard floor (new mail gets 452 4.3.1).
+    pub fn disk_floor(&self) -> bool {
+        self.disk_floor.load(Ordering::Relaxed)
+    }
+
+    /// Set by housekeeping when free space crosses the floor.
+    pub fn set_disk_floor(&self, below: bool) {
+        self.disk_floor.store(below, Ordering::Relaxed);
+    }
 }
 
 /// Everything the inbound, delivery and control parts share.
@@ -75,12 +87,16 @@ pub struct Shared {
     pub scan: ScanStage,
     /// When the process started.
     pub started: std::time::Instant,
+    /// Alert rate limiting and the alert log.
+    pub alerter: Alerter,
 }
 
 impl Shared {
     /// Bundles the shared parts.
     pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, queue: Queue) -> Shared {
+        let alerter = Alerter::new(&snapshot.borrow().config.server.data_dir);
         Shared {
+            alerter,
             snapshot,
             queue,
             switches: Switches::default(),
@@ -92,5 +108,44 @@ impl Shared {
     /// The current configuration snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// Raises an alert: logged, recorded in the alert log, and (rate-limited) mailed to the
+    /// admins through our own queue. Never blocks the caller.
+    pub fn alert(self: &Arc<Self>, alert: Alert) {
+        let snap = self.snapshot();
+        let Delivery::Mail { suppressed } = self.alerter.decide(&snap.config.alerts, &alert) else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let config = &snap.config;
+            let from = config.alert_from();
+            let text = compose_mail(&config.server.hostname, &from, &config.alerts.to, &alert, suppressed);
+            let envelope = portcullis_queue::Envelope {
+                sender: String::new(),
+                recipients: config.alerts.to.clone(),
+                smtputf8: false,
+                eight_bit: true,
+                received_at: chrono::Utc::now(),
+                client: None,
+            };
+            let result = async {
+                let mut draft = me.queue.draft(envelope).map_err(|e| e.to_string())?;
+                if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut draft, &text).await {
+                    me.queue.discard(draft).await;
+                    return Err(format!("cannot write the alert mail: {e}"));
+                }
+                me.queue.commit(draft).await.map_err(|e| e.to_string())
+            }
+            .await;
+            match result {
+                Ok(entry) => {
+                    tracing::info!(queue_id = %entry.id, kind = ?alert.kind, "alert mail queued");
+                    me.queue.notify_new().notify_one();
+                }
+                Err(e) => tracing::error!(kind = ?alert.kind, error = %e, "cannot queue the alert mail"),
+            }
+        });
     }
 }

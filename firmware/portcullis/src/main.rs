@@ -63,7 +63,19 @@ enum Command {
         #[arg(long, global = true, default_value = "./var")]
         data_dir: PathBuf,
     },
-    /// Show the running instance's status.
+    /// Show the newest alerts from the alert log.
+    Alerts {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Data directory of the running instance.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Show the running instance's status: parts, queues, switches.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -178,6 +190,7 @@ fn main() -> ExitCode {
             talk(&data_dir, request, false)
         }
         Command::Status { json, data_dir } => talk(&data_dir, Request::Status, json),
+        Command::Alerts { limit, json, data_dir } => talk(&data_dir, Request::Alerts { limit: Some(limit) }, json),
     }
 }
 
@@ -197,6 +210,8 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
     let socket = control_socket_path(data_dir);
     let is_list = matches!(request, Request::QueueList);
     let is_show = matches!(request, Request::QueueShow { .. });
+    let is_status = matches!(request, Request::Status);
+    let is_alerts = matches!(request, Request::Alerts { .. });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     match runtime.block_on(control::request(&socket, &request)) {
         Ok(Response::Ok { message, data }) => {
@@ -204,6 +219,10 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
             } else if is_list {
                 print_list(&data);
+            } else if is_status {
+                print_status(&data);
+            } else if is_alerts {
+                print_alerts(&data);
             } else if is_show || !data.is_null() {
                 println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
             } else {
@@ -247,4 +266,39 @@ fn print_list(data: &serde_json::Value) {
         }
     }
     println!("-- {} message(s)", views.len());
+}
+
+/// A human status page.
+fn print_status(data: &serde_json::Value) {
+    let get = |k: &str| data.get(k).cloned().unwrap_or_default();
+    let healthy = get("healthy").as_bool().unwrap_or(false);
+    println!("portcullis {}  {}  up {}s", get("version").as_str().unwrap_or("?"),
+        if healthy { "HEALTHY" } else { "UNHEALTHY" }, get("uptime_seconds"));
+    let q = get("queues");
+    println!("queues: incoming {}  deferred {}  hold {}", q["incoming"], q["deferred"], q["hold"]);
+    println!("delivery paused: {}  rejecting incoming: {}  disk below floor: {}",
+        get("delivery_paused"), get("rejecting_incoming"), get("disk_floor"));
+    println!("definitions: {}", if get("definitions").is_null() { "none installed".to_string() } else { get("definitions").to_string() });
+    println!("parts:");
+    for p in get("parts").as_array().cloned().unwrap_or_default() {
+        println!("  {:<28} {:<11} up {:>7}s  restarts {:>3}  {}", p["name"].as_str().unwrap_or("?"), p["state"].as_str().unwrap_or("?"),
+            p["uptime_s"], p["restarts"], p["last_error"].as_str().map(|e| format!("last error: {e}")).unwrap_or_default());
+    }
+    if let Some(a) = get("last_alert").as_object() {
+        println!("last alert: {} {}: {}", a.get("at").and_then(|v| v.as_str()).unwrap_or(""),
+            a.get("kind").and_then(|v| v.as_str()).unwrap_or(""), a.get("summary").and_then(|v| v.as_str()).unwrap_or(""));
+    }
+}
+
+/// The alert log, newest first.
+fn print_alerts(data: &serde_json::Value) {
+    let alerts = data.as_array().cloned().unwrap_or_default();
+    if alerts.is_empty() {
+        println!("no alerts");
+    }
+    for a in alerts {
+        println!("{}  {:<28} {}{}", a["at"].as_str().unwrap_or("").chars().take(19).collect::<String>(),
+            a["kind"].as_str().unwrap_or(""), a["summary"].as_str().unwrap_or(""),
+            if a["mailed"].as_bool().unwrap_or(false) { "  (mailed)" } else { "" });
+    }
 }
