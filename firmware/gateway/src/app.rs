@@ -126,6 +126,17 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
             .map_err(|source| StartError::Listen { addr: *addr, source })?;
         listeners.push((*addr, l));
     }
+    let metrics_listener = if config.metrics.enabled {
+        let addr = config.metrics.listen;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+        )
+    } else {
+        None
+    };
+    let metrics_addr = config.metrics.listen;
     let router = build_router(&config)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
@@ -193,6 +204,23 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
         });
     }
 
+    if let Some(listener) = metrics_listener {
+        let first = Arc::new(std::sync::Mutex::new(Some(listener)));
+        let shared = shared.clone();
+        supervisor.spawn(format!("metrics {metrics_addr}"), None, move |_hb, token| {
+            let (first, shared) = (first.clone(), shared.clone());
+            async move {
+                let taken = first.lock().expect("listener slot").take();
+                let listener = match taken {
+                    Some(l) => l,
+                    None => tokio::net::TcpListener::bind(metrics_addr)
+                        .await
+                        .map_err(|e| format!("cannot listen on {metrics_addr}: {e}"))?,
+                };
+                crate::metrics::serve(listener, shared, token).await.map_err(|e| e.to_string())
+            }
+        });
+    }
     let mut watchdog = open_hardware_watchdog(&shared, &watchdog_config);
     let systemd_watchdog = systemd_watchdog_interval();
     let pet_interval = match systemd_watchdog {
@@ -338,6 +366,8 @@ fn reload(
         (old.smtp.listen != new.smtp.listen, "smtp.listen"),
         (old.server.data_dir != new.server.data_dir, "server.data_dir"),
         (old.console.listen != new.console.listen, "console.listen"),
+        (old.metrics.listen != new.metrics.listen || old.metrics.enabled != new.metrics.enabled, "metrics"),
+        (old.watchdog.device != new.watchdog.device, "watchdog.device"),
         (old.queue.fsync != new.queue.fsync, "queue.fsync"),
         (old.delivery.max_connections != new.delivery.max_connections, "delivery.max_connections"),
     ] {
@@ -375,6 +405,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("console", d(&old.console, &new.console)),
         ("alerts", d(&old.alerts, &new.alerts)),
         ("watchdog", d(&old.watchdog, &new.watchdog)),
+        ("metrics", d(&old.metrics, &new.metrics)),
     ] {
         if changed {
             out.push(name);

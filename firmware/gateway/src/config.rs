@@ -72,6 +72,24 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsSection,
     /// The hardware and systemd watchdogs.
     pub watchdog: WatchdogSection,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// Where; keep it off the public interface.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9025)) }
+    }
 }
 
 /// `[watchdog]`
@@ -279,6 +297,7 @@ impl Default for Config {
             console: ConsoleSection::default(),
             alerts: crate::alerts::AlertsSection::default(),
             watchdog: WatchdogSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }

@@ -208,7 +208,10 @@ impl Control {
                     return missing(&id);
                 }
                 match q.hold(&qid, "held by the administrator").await {
-                    Ok(()) => ok(format!("{id} is on hold")),
+                    Ok(()) => {
+                        self.shared.metrics.messages_held.inc();
+                        ok(format!("{id} is on hold"))
+                    }
                     Err(e) => Response::Refused { message: format!("{id}: {e}") },
                 }
             }

@@ -105,8 +105,15 @@ impl MailHandler for Inbound {
             }
         };
         record_received(&self.shared, session, &entry);
+        self.shared.metrics.messages_received.inc();
         let snap = self.shared.snapshot();
-        match self.shared.scan.inspect_within(snap.config.queue.scan_budget, &entry).await {
+        let verdict = self.shared.scan.inspect_within(snap.config.queue.scan_budget, &entry).await;
+        let label = match verdict {
+            Verdict::Accept => "accept",
+            Verdict::Deferred => "scan-after-queueing",
+        };
+        self.shared.metrics.verdicts.get_or_create(&vec![("verdict", label)]).inc();
+        match verdict {
             Verdict::Accept => {}
             Verdict::Deferred => {
                 tracing::info!(queue_id = %entry.id, "scan budget used up; the message is scanned after queueing");
@@ -123,6 +130,17 @@ impl MailHandler for Inbound {
     }
 
     async fn session_closed(&self, session: &SessionInfo, stats: &SessionStats) {
+        let end = match stats.end {
+            SessionEnd::Quit => "quit",
+            SessionEnd::ClientClosed => "client-closed",
+            SessionEnd::Timeout => "timeout",
+            SessionEnd::TooManyErrors => "too-many-errors",
+            SessionEnd::Shutdown => "shutdown",
+            SessionEnd::ProtocolViolation(_) => "protocol-violation",
+            SessionEnd::IoError(_) => "io-error",
+            SessionEnd::RefusedAtConnect => "refused-at-connect",
+        };
+        self.shared.metrics.sessions.get_or_create(&vec![("end", end)]).inc();
         if matches!(stats.end, SessionEnd::ProtocolViolation(_) | SessionEnd::TooManyErrors) {
             self.shared.alert(Alert::new(
                 AlertKind::SmtpProtocolViolation,

@@ -11,6 +11,7 @@ pub mod control;
 pub mod dsn;
 pub mod housekeeping;
 pub mod inbound;
+pub mod metrics;
 pub mod relay;
 pub mod scan;
 pub mod scheduler;

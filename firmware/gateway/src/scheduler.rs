@@ -193,6 +193,7 @@ impl Scheduler {
             let why = format!("suspect message: processing failed {crashes} times (last: {reason})");
             match self.shared.queue.hold(&id, &why).await {
                 Ok(()) => {
+                    self.shared.metrics.messages_held.inc();
                     tracing::warn!(queue_id = %id, reason = %why, "suspect message moved to hold");
                     self.shared.alert(Alert::new(AlertKind::SuspectMessageHeld, id.to_string(), format!("message {id} held"), why));
                 }
@@ -313,6 +314,11 @@ impl Scheduler {
                     reply = %reply,
                     "delivery result"
                 );
+                self.shared.metrics.recipient(kind);
+                if kind == "delivered" {
+                    let latency = (now - entry.envelope.received_at).to_std().unwrap_or_default();
+                    self.shared.metrics.delivery_latency.observe(latency.as_secs_f64());
+                }
                 entry.recipients[i].status = status;
             }
         }

@@ -89,6 +89,8 @@ pub struct Shared {
     pub started: std::time::Instant,
     /// Alert rate limiting and the alert log.
     pub alerter: Alerter,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ impl Shared {
         let alerter = Alerter::new(&snapshot.borrow().config.server.data_dir);
         Shared {
             alerter,
+            metrics: crate::metrics::Metrics::new(),
             snapshot,
             queue,
             switches: Switches::default(),
