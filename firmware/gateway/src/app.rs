@@ -146,8 +146,7 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
     let smtp_addrs: Vec<String> = config.smtp.listen.iter().map(|a| a.to_string()).collect();
     let console = config.console.listen;
     let watchdog_config = config.watchdog.clone();
-    let poll = config.queue.poll_interval;
-    let check_interval = config.alerts.check_interval;
+    let stuck_after = config.watchdog.stuck_after;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config)));
     let shared = Arc::new(Shared::new(snap_rx, queue));
     let shutdown = CancellationToken::new();
@@ -175,8 +174,7 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
     let scheduler = Arc::new(Scheduler::new(shared.clone(), router));
     {
         let scheduler = scheduler.clone();
-        let deadline = (poll * 10).max(Duration::from_secs(30));
-        supervisor.spawn("delivery", Some(deadline), move |hb, token| {
+        supervisor.spawn("delivery", Some(stuck_after), move |hb, token| {
             let scheduler = scheduler.clone();
             async move {
                 scheduler.run(hb, token, grace).await;
@@ -199,7 +197,7 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
     }
     {
         let shared = shared.clone();
-        supervisor.spawn("housekeeping", Some(check_interval * 3 + Duration::from_secs(10)), move |hb, token| {
+        supervisor.spawn("housekeeping", Some(stuck_after), move |hb, token| {
             crate::housekeeping::run(shared.clone(), hb, token)
         });
     }

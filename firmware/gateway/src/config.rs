@@ -104,6 +104,10 @@ pub struct WatchdogSection {
     /// How often the watchdogs are petted while every part is healthy.
     #[serde(with = "humantime_serde")]
     pub pet_interval: Duration,
+    /// A part with a progress deadline (delivery, housekeeping) that makes no progress for this
+    /// long is reported stuck, and the watchdogs stop being petted.
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
 }
 
 impl Default for WatchdogSection {
@@ -112,6 +116,7 @@ impl Default for WatchdogSection {
             device: PathBuf::new(),
             timeout: Duration::from_secs(60),
             pet_interval: Duration::from_secs(10),
+            stuck_after: Duration::from_secs(60),
         }
     }
 }
@@ -608,6 +613,12 @@ impl Config {
             if !(0.0..=100.0).contains(&v) {
                 return Err(bad(key, format!("{v} is not a percentage between 0 and 100")));
             }
+        }
+        if self.watchdog.stuck_after < self.queue.poll_interval * 2 || self.watchdog.stuck_after < a.check_interval * 2 {
+            return Err(bad(
+                "watchdog.stuck_after",
+                "must be at least twice queue.poll_interval and alerts.check_interval".into(),
+            ));
         }
         if a.check_interval.is_zero() {
             return Err(bad("alerts.check_interval", "must be greater than 0".into()));

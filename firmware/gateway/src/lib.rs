@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod dsn;
+pub mod fault;
 pub mod housekeeping;
 pub mod inbound;
 pub mod metrics;

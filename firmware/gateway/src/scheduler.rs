@@ -23,6 +23,7 @@ use crate::alerts::{Alert, AlertKind};
 use crate::config::Config;
 use crate::supervise::Heartbeat;
 use crate::dsn::{self, Notice, ReportedRecipient};
+use crate::fault::{self, Fault};
 use crate::state::Shared;
 
 /// Why the delivery side could not start.
@@ -122,6 +123,11 @@ impl Scheduler {
                 continue;
             }
             let due = self.shared.queue.due(Utc::now(), free);
+            if due.iter().any(|e| fault::requested(Fault::HangScheduler, e.subject.as_deref())) {
+                tracing::warn!("injected fault: the delivery scheduler stalls");
+                shutdown.cancelled().await;
+                break;
+            }
             for entry in due {
                 let Ok(permit) = slots.clone().try_acquire_owned() else { break };
                 if !self.in_progress.lock().expect("in-progress lock").insert(entry.id.clone()) {
@@ -225,6 +231,12 @@ impl Scheduler {
 
     /// One delivery attempt of one message: every recipient not yet final is tried once.
     async fn attempt(self: Arc<Self>, mut entry: QueueEntry) {
+        if fault::requested(Fault::PanicInDelivery, entry.subject.as_deref()) {
+            panic!("injected fault: panic while delivering {}", entry.id);
+        }
+        if fault::requested(Fault::HangInDelivery, entry.subject.as_deref()) {
+            std::future::pending::<()>().await;
+        }
         let snap = self.shared.snapshot();
         let config = &snap.config;
         let router = self.router.read().expect("router lock").clone();
