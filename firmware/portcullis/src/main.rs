@@ -203,6 +203,17 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    // A panic is contained by the supervisor; log it as one greppable line, not a backtrace dump.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-text panic".into());
+        tracing::error!(location = %location, "panic: {message}");
+    }));
 }
 
 /// Sends one request to the running daemon and prints its answer.

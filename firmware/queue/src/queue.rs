@@ -293,7 +293,7 @@ impl Queue {
     }
 
     /// Stores the result of a delivery attempt (recipient statuses, attempts, next attempt, kind,
-    /// last error, delay notice) and clears `in_flight`. When every recipient is delivered or
+    /// last error, delay notice, crash count) and clears `in_flight`. When every recipient is delivered or
     /// bounced the message leaves the queue: file removed, directory synced, then entry removed.
     pub async fn end_attempt(&self, entry: QueueEntry) -> Result<(), QueueError> {
         let queue = self.clone();
@@ -320,6 +320,8 @@ impl Queue {
             next_attempt: result.next_attempt,
             last_error: result.last_error,
             delay_notice_sent: result.delay_notice_sent,
+            // The gateway counts a panicked or timed-out attempt towards the suspect rule.
+            crashes: result.crashes.max(stored.crashes),
             in_flight: false,
             ..stored
         };
