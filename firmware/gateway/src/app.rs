@@ -83,6 +83,8 @@ pub fn server_config(config: &Config) -> Result<ServerConfig, crate::tls::TlsErr
         banner_delay: s.banner_delay,
         tls,
         chunking: s.chunking,
+        transcript: s.transcript,
+        transcript_data: s.transcript_data,
     })
 }
 
@@ -90,7 +92,13 @@ pub fn server_config(config: &Config) -> Result<ServerConfig, crate::tls::TlsErr
 const RUNNING_MARKER: &str = "portcullis.running";
 
 /// Runs the appliance until SIGTERM or SIGINT. Returns after an orderly shutdown.
-pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), StartError> {
+///
+/// `log` is the logging set up by the binary (for run-time level changes and file retention).
+pub async fn run(
+    source: ConfigSource,
+    overrides: Overrides,
+    log: Option<Arc<portcullis_logging::LogHandle>>,
+) -> Result<(), StartError> {
     let config = source.load(&overrides)?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
@@ -148,7 +156,7 @@ pub async fn run(source: ConfigSource, overrides: Overrides) -> Result<(), Start
     let watchdog_config = config.watchdog.clone();
     let stuck_after = config.watchdog.stuck_after;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config)));
-    let shared = Arc::new(Shared::new(snap_rx, queue));
+    let shared = Arc::new(Shared::new(snap_rx, queue, log));
     let shutdown = CancellationToken::new();
     let (supervisor, mut supervision_events) = Supervisor::new(shutdown.clone());
 
@@ -366,6 +374,7 @@ fn reload(
         (old.console.listen != new.console.listen, "console.listen"),
         (old.metrics.listen != new.metrics.listen || old.metrics.enabled != new.metrics.enabled, "metrics"),
         (old.watchdog.device != new.watchdog.device, "watchdog.device"),
+        (format!("{:?}", old.log) != format!("{:?}", new.log), "log (use `portcullis ctl log-level` for levels)"),
         (old.queue.fsync != new.queue.fsync, "queue.fsync"),
         (old.delivery.max_connections != new.delivery.max_connections, "delivery.max_connections"),
     ] {
@@ -404,6 +413,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("alerts", d(&old.alerts, &new.alerts)),
         ("watchdog", d(&old.watchdog, &new.watchdog)),
         ("metrics", d(&old.metrics, &new.metrics)),
+        ("log", d(&old.log, &new.log)),
     ] {
         if changed {
             out.push(name);

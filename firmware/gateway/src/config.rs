@@ -74,6 +74,8 @@ pub struct Config {
     pub watchdog: WatchdogSection,
     /// The Prometheus endpoint.
     pub metrics: MetricsSection,
+    /// Logging: levels per component, files, remote syslog.
+    pub log: portcullis_logging::LogConfig,
 }
 
 /// `[metrics]`
@@ -165,6 +167,10 @@ pub struct SmtpSection {
     pub shutdown_grace: Duration,
     /// Offer CHUNKING (BDAT).
     pub chunking: bool,
+    /// SMTP conversation logging: `off`, `on-error` or `all`.
+    pub transcript: portcullis_smtp::TranscriptMode,
+    /// What transcripts show of message data: `ignore`, `summarize` or `echo`.
+    pub transcript_data: portcullis_smtp::DataLogging,
     /// STARTTLS.
     pub tls: TlsSection,
 }
@@ -303,6 +309,7 @@ impl Default for Config {
             alerts: crate::alerts::AlertsSection::default(),
             watchdog: WatchdogSection::default(),
             metrics: MetricsSection::default(),
+            log: portcullis_logging::LogConfig::default(),
         }
     }
 }
@@ -332,6 +339,8 @@ impl Default for SmtpSection {
             reject_address_chars: "!%".into(),
             shutdown_grace: Duration::from_secs(30),
             chunking: true,
+            transcript: portcullis_smtp::TranscriptMode::Off,
+            transcript_data: portcullis_smtp::DataLogging::Summarize,
             tls: TlsSection::default(),
         }
     }

@@ -53,6 +53,16 @@ pub enum Request {
     AcceptIncoming,
     /// Short status of the running instance.
     Status,
+    /// Change log levels at run time (`smtp=debug,queue=trace`), or reset them to the
+    /// configured ones; with neither, report the levels in force.
+    LogLevel {
+        /// Directives to apply.
+        #[serde(default)]
+        directives: Option<String>,
+        /// Back to the configured levels.
+        #[serde(default)]
+        reset: bool,
+    },
     /// The newest alerts from the alert log.
     Alerts {
         /// How many (default 50).
@@ -280,6 +290,20 @@ impl Control {
                         "definitions": serde_json::Value::Null,
                         "last_alert": last_error,
                     }),
+                }
+            }
+            Request::LogLevel { directives, reset } => {
+                let Some(log) = &self.shared.log else {
+                    return Response::Refused { message: "logging is not managed by this process".into() };
+                };
+                let result = match (directives, reset) {
+                    (_, true) => log.reset_levels(),
+                    (Some(d), false) => log.set_levels(&d),
+                    (None, false) => Ok(()),
+                };
+                match result {
+                    Ok(()) => ok(format!("log levels: {}", log.levels())),
+                    Err(e) => Response::Refused { message: e.to_string() },
                 }
             }
             Request::Alerts { limit } => {

@@ -13,6 +13,9 @@ use crate::alerts::{Alert, AlertKind};
 use crate::state::Shared;
 use crate::supervise::Heartbeat;
 
+/// How often log files past their retention are deleted.
+const LOG_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Free and total space of the file system holding `path`.
 #[derive(Debug, Clone, Copy)]
 pub struct DiskSpace {
@@ -65,9 +68,20 @@ pub fn memory_available_percent() -> Option<f64> {
 
 /// The housekeeping part: runs until `shutdown`.
 pub async fn run(shared: Arc<Shared>, hb: Heartbeat, shutdown: CancellationToken) -> Result<(), String> {
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         hb.beat();
         check_once(&shared);
+        if last_prune.elapsed() >= LOG_PRUNE_INTERVAL {
+            last_prune = tokio::time::Instant::now();
+            if let Some(log) = &shared.log {
+                match log.prune_old_files(std::time::SystemTime::now()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(files = n, "deleted log files past their retention"),
+                    Err(e) => tracing::error!(error = %e, "cannot prune old log files"),
+                }
+            }
+        }
         let interval = shared.snapshot().config.alerts.check_interval;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -91,15 +91,22 @@ pub struct Shared {
     pub alerter: Alerter,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Logging, when the binary set it up (level changes at run time, file retention).
+    pub log: Option<Arc<portcullis_logging::LogHandle>>,
 }
 
 impl Shared {
     /// Bundles the shared parts.
-    pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, queue: Queue) -> Shared {
+    pub fn new(
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        queue: Queue,
+        log: Option<Arc<portcullis_logging::LogHandle>>,
+    ) -> Shared {
         let alerter = Alerter::new(&snapshot.borrow().config.server.data_dir);
         Shared {
             alerter,
             metrics: crate::metrics::Metrics::new(),
+            log,
             snapshot,
             queue,
             switches: Switches::default(),

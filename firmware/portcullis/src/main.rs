@@ -131,15 +131,40 @@ enum CtlAction {
     RejectIncoming,
     /// Accept new mail again.
     AcceptIncoming,
+    /// Show or change log levels without a restart, e.g. `smtp=debug,queue=trace`.
+    LogLevel {
+        /// Level directives: a level, or component=level pairs (smtp, queue, delivery, scan, defs,
+        /// console, control, supervise, gateway, av, transcript).
+        directives: Option<String>,
+        /// Back to the configured levels.
+        #[arg(long, conflicts_with = "directives")]
+        reset: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, data_dir, smtp_listen, console_listen, relay } => {
-            init_logging();
             let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
             let overrides = Overrides { data_dir, smtp_listen, console_listen, relay };
+            // Read the configuration once here for the logging settings; `run` reads it again
+            // (and on every SIGHUP) as its own.
+            let settings = match source.load(&overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let log = match portcullis_logging::init(&settings.log, &settings.server.hostname) {
+                Ok(l) => std::sync::Arc::new(l),
+                Err(e) => {
+                    eprintln!("portcullis: logging: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            install_panic_logger();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -147,7 +172,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(portcullis_gateway::app::run(source, overrides)) {
+            match runtime.block_on(portcullis_gateway::app::run(source, overrides, Some(log))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "portcullis cannot start");
@@ -186,6 +211,7 @@ fn main() -> ExitCode {
                 CtlAction::ResumeDelivery => Request::ResumeDelivery,
                 CtlAction::RejectIncoming => Request::RejectIncoming,
                 CtlAction::AcceptIncoming => Request::AcceptIncoming,
+                CtlAction::LogLevel { directives, reset } => Request::LogLevel { directives, reset },
             };
             talk(&data_dir, request, false)
         }
@@ -194,15 +220,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+fn install_panic_logger() {
     // A panic is contained by the supervisor; log it as one greppable line, not a backtrace dump.
     std::panic::set_hook(Box::new(|info| {
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();

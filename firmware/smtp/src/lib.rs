@@ -9,6 +9,7 @@
 pub mod command;
 pub mod reply;
 pub mod server;
+pub mod transcript;
 
 mod body;
 mod connection;
@@ -19,6 +20,7 @@ pub use reply::{EnhancedCode, Reply};
 pub use server::{
     Envelope, MailHandler, Server, ServerConfig, SessionEnd, SessionInfo, SessionStats, TlsInfo,
 };
+pub use transcript::{DataLogging, TRANSCRIPT_TARGET, TranscriptMode};
 
 /// Errors from parsing protocol elements outside a session (status codes and paths given as text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,6 +19,7 @@ use crate::command::{MailParams, Path};
 use crate::connection::Connection;
 use crate::reply::Reply;
 use crate::session;
+use crate::transcript::{DataLogging, TranscriptMode};
 
 /// What the client has said so far in this transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +197,10 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Advertise CHUNKING and accept BDAT. Default true.
     pub chunking: bool,
+    /// Which sessions have their conversation logged at target `smtp_transcript` when they end. Default off.
+    pub transcript: TranscriptMode,
+    /// What transcripts show of message content. Default a one-line summary; `Echo` logs personal data.
+    pub transcript_data: DataLogging,
 }
 
 impl Default for ServerConfig {
@@ -213,6 +218,8 @@ impl Default for ServerConfig {
             banner_delay: Duration::ZERO,
             tls: None,
             chunking: true,
+            transcript: TranscriptMode::Off,
+            transcript_data: DataLogging::Summarize,
         }
     }
 }

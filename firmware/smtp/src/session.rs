@@ -14,6 +14,7 @@ use crate::command::{Command, Path, parse};
 use crate::connection::{Connection, ReadError};
 use crate::reply::Reply;
 use crate::server::{Envelope, MailHandler, ServerConfig, SessionEnd, SessionInfo, SessionStats};
+use crate::transcript::Transcript;
 
 /// Longest command line in bytes including CRLF. RFC 5321 asks for 512; we allow more for long addresses
 /// and parameters but keep a bound so a client cannot grow our buffer.
@@ -75,6 +76,7 @@ pub(crate) async fn run<H: MailHandler>(
     abort: CancellationToken,
 ) {
     info!(session_id = info.id, client_ip = %info.peer.ip(), local = %info.local, "session started");
+    let transcript = Transcript::new(config.transcript, config.transcript_data);
     let mut session = Session {
         info,
         config,
@@ -83,6 +85,7 @@ pub(crate) async fn run<H: MailHandler>(
         state: State::AwaitingHelo,
         line_reader: LineReader::Normal,
         tally: Tally::default(),
+        transcript,
         shutdown,
         abort,
     };
@@ -98,6 +101,7 @@ struct Session<H: MailHandler> {
     state: State<H::Body>,
     line_reader: LineReader,
     tally: Tally,
+    transcript: Transcript,
     shutdown: CancellationToken,
     abort: CancellationToken,
 }
@@ -128,8 +132,7 @@ impl<H: MailHandler> Session<H> {
             }
         }
         let banner = format!("{} ESMTP Portcullis", self.config.hostname);
-        self.connection
-            .queue(&Reply::without_enhanced(220, vec![banner]));
+        self.send(&Reply::without_enhanced(220, vec![banner]));
         loop {
             let line = match self.next_line().await {
                 Ok(line) => line,
@@ -157,6 +160,7 @@ impl<H: MailHandler> Session<H> {
             bytes_received: self.tally.bytes_received,
             end,
         };
+        self.transcript.emit(&self.info, &stats.end);
         info!(
             session_id = self.info.id,
             client_ip = %self.info.peer.ip(),
@@ -178,7 +182,13 @@ impl<H: MailHandler> Session<H> {
         if !reply.is_positive() {
             info!(session_id = self.info.id, client_ip = %self.info.peer.ip(), command, reply = %reply, "command rejected");
         }
-        self.connection.queue(&reply);
+        self.send(&reply);
+    }
+
+    /// Queues a reply for the client and records it in the transcript; every reply goes through here.
+    fn send(&mut self, reply: &Reply) {
+        self.transcript.reply(reply);
+        self.connection.queue(reply);
     }
 
     /// A reply to a bad command: counts against `max_errors`, which ends the session when reached.
@@ -283,6 +293,7 @@ impl<H: MailHandler> Session<H> {
     async fn dispatch(&mut self, line: Bytes) -> Flow {
         let line = line.strip_suffix(b"\n").unwrap_or(&line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.transcript.command(line);
         let verb = verb_of(line);
         let Ok(text) = std::str::from_utf8(line) else {
             return self.protocol_error(
@@ -398,7 +409,7 @@ impl<H: MailHandler> Session<H> {
                 lines.push("CHUNKING".into());
             }
         }
-        self.connection.queue(&Reply::without_enhanced(250, lines));
+        self.send(&Reply::without_enhanced(250, lines));
         Flow::Continue
     }
 
@@ -509,8 +520,9 @@ impl<H: MailHandler> Session<H> {
                 return Flow::Continue;
             }
         };
+        self.transcript.start_message();
         let mut receiver = BodyReceiver::new(body, Framing::DotTerminated, &self.config);
-        self.connection.queue(&Reply::without_enhanced(
+        self.send(&Reply::without_enhanced(
             354,
             vec!["end data with <CR><LF>.<CR><LF>".into()],
         ));
@@ -545,6 +557,7 @@ impl<H: MailHandler> Session<H> {
             State::MailTransaction(envelope) if !envelope.rcpt_to.is_empty() => {
                 match self.handler.begin_body(&self.info, &envelope).await {
                     Ok(body) => {
+                        self.transcript.start_message();
                         let receiver = BodyReceiver::new(body, Framing::Chunked, &self.config);
                         self.receive_chunk(envelope, receiver, size, last).await
                     }
@@ -617,6 +630,7 @@ impl<H: MailHandler> Session<H> {
 
     /// Reads and drops a BDAT chunk that cannot be accepted, then answers it.
     async fn discard_chunk(&mut self, size: u64, reply: Reply, counts_as_error: bool) -> Flow {
+        self.transcript.discarded_content(size);
         let mut remaining = size;
         loop {
             let take = remaining.min(self.connection.input.len() as u64) as usize;
@@ -657,9 +671,11 @@ impl<H: MailHandler> Session<H> {
                 None => buffered,
             };
             if take > 0 {
+                let decoded_from = receiver.pending.len();
                 let (used, scan) = receiver
                     .decoder
                     .decode(&self.connection.input[..take], &mut receiver.pending);
+                self.transcript.content(&receiver.pending[decoded_from..]);
                 self.connection.input.advance(used);
                 self.tally.bytes_received += used as u64;
                 if let Some(left) = remaining.as_mut() {
@@ -727,8 +743,7 @@ impl<H: MailHandler> Session<H> {
             return self.protocol_error("STARTTLS", Reply::new(503, "5.5.1", "TLS already active"));
         }
         self.reset_transaction().await;
-        self.connection
-            .queue(&Reply::new(220, "2.0.0", "ready to start TLS"));
+        self.send(&Reply::new(220, "2.0.0", "ready to start TLS"));
         if let Err(e) = self.connection.flush(self.config.command_timeout).await {
             return Flow::Close(self.read_failed(e));
         }

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use portcullis_smtp::{
-    Envelope, MailHandler, MailParams, Path, Reply, Server, ServerConfig, SessionEnd, SessionInfo,
-    SessionStats,
+    DataLogging, Envelope, MailHandler, MailParams, Path, Reply, Server, ServerConfig, SessionEnd,
+    SessionInfo, SessionStats, TranscriptMode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -1322,4 +1322,302 @@ async fn shutdown_aborts_sessions_still_running_after_the_grace_period() {
             .any(|s| s.end == SessionEnd::Shutdown)
     );
     assert_eq!(h.server.active_sessions(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Conversation transcripts
+
+/// One transcript event: session id, direction and text.
+type TranscriptLine = (u64, String, String);
+
+/// Collects the events at the transcript target. The tests run on a current-thread runtime, so a thread-local
+/// default subscriber sees the session tasks' events.
+#[derive(Clone, Default)]
+struct TranscriptLog(Arc<Mutex<Vec<TranscriptLine>>>);
+
+#[derive(Default)]
+struct TranscriptFields {
+    session_id: u64,
+    direction: String,
+    text: String,
+}
+
+impl tracing::field::Visit for TranscriptFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "session_id" {
+            self.session_id = value;
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "direction" {
+            self.direction = value.to_string();
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.text = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TranscriptLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != portcullis_smtp::TRANSCRIPT_TARGET {
+            return;
+        }
+        let mut fields = TranscriptFields::default();
+        event.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap()
+            .push((fields.session_id, fields.direction, fields.text));
+    }
+}
+
+impl TranscriptLog {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+
+    /// The lines as `"< text"` / `"> text"` / `"* text"`.
+    fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, direction, text)| format!("{direction} {text}"))
+            .collect()
+    }
+
+    fn sessions(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.0.lock().unwrap().iter().map(|l| l.0).collect();
+        ids.dedup();
+        ids
+    }
+}
+
+fn transcript_config(mode: TranscriptMode, data: DataLogging) -> ServerConfig {
+    ServerConfig {
+        transcript: mode,
+        transcript_data: data,
+        ..test_config()
+    }
+}
+
+/// Sends one message with DATA and quits; waits until the session has been reported closed.
+async fn send_one_message(h: &Harness, body: &[u8]) {
+    let sessions_before = h.handler.closed().len();
+    let mut c = Client::greeted(h.addr).await;
+    c.open_data().await;
+    c.send(body).await;
+    c.send(b".\r\n").await;
+    assert!(c.reply().await.starts_with("250 2.0.0"));
+    assert!(c.command("QUIT").await.starts_with("221"));
+    eventually("session end", || h.handler.closed().len() > sessions_before).await;
+}
+
+#[test]
+fn transcript_settings_default_to_off_and_summarize() {
+    let config = ServerConfig::default();
+    assert_eq!(config.transcript, TranscriptMode::Off);
+    assert_eq!(config.transcript_data, DataLogging::Summarize);
+}
+
+#[tokio::test]
+async fn transcript_off_logs_no_conversation() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(test_config()).await;
+    send_one_message(&h, b"Subject: x\r\n\r\nhi\r\n").await;
+    assert!(log.lines().is_empty(), "{:?}", log.lines());
+}
+
+#[tokio::test]
+async fn transcript_all_logs_commands_replies_and_a_data_summary_in_order() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(transcript_config(
+        TranscriptMode::All,
+        DataLogging::Summarize,
+    ))
+    .await;
+    send_one_message(&h, b"Subject: x\r\n\r\nhi\r\n").await;
+    let lines = log.lines();
+    assert_eq!(log.sessions().len(), 1, "{lines:?}");
+    assert_eq!(lines[0], "> 220 mx.test ESMTP Portcullis");
+    assert_eq!(lines[1], "< EHLO client.test");
+    assert_eq!(lines[2], "> 250-mx.test");
+    let data = lines.iter().position(|l| l == "< DATA").unwrap();
+    assert_eq!(
+        lines[data..],
+        [
+            "< DATA",
+            "> 354 end data with <CR><LF>.<CR><LF>",
+            "< <message data: 18 bytes, 3 lines>",
+            "> 250 2.0.0 ok queued as MSG1",
+            "< QUIT",
+            "> 221 2.0.0 mx.test closing connection",
+            "* session ended: quit",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn transcript_on_error_logs_only_the_session_that_was_refused_something() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(transcript_config(
+        TranscriptMode::OnError,
+        DataLogging::Summarize,
+    ))
+    .await;
+    send_one_message(&h, b"Subject: fine\r\n\r\nfine\r\n").await;
+    assert!(log.lines().is_empty(), "{:?}", log.lines());
+
+    let mut c = Client::greeted(h.addr).await;
+    c.ehlo().await;
+    c.command("MAIL FROM:<a@client.test>").await;
+    assert!(
+        c.command("RCPT TO:<unknown@mx.test>")
+            .await
+            .starts_with("550")
+    );
+    c.command("QUIT").await;
+    eventually("refused session transcript", || {
+        log.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("* session ended"))
+    })
+    .await;
+    let lines = log.lines();
+    assert_eq!(log.sessions().len(), 1, "{lines:?}");
+    assert!(
+        lines.contains(&"< RCPT TO:<unknown@mx.test>".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"> 550 5.1.1 no such user".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn transcript_on_error_logs_a_client_that_vanishes_mid_message() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(transcript_config(
+        TranscriptMode::OnError,
+        DataLogging::Summarize,
+    ))
+    .await;
+    let mut c = Client::greeted(h.addr).await;
+    c.open_data().await;
+    c.send(b"Subject: half\r\n").await;
+    drop(c);
+    eventually("transcript", || {
+        log.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("* session ended"))
+    })
+    .await;
+    let lines = log.lines();
+    assert!(
+        lines.contains(&"< <message data: 15 bytes, 1 lines>".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"* message data interrupted".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn transcript_echo_logs_the_unstuffed_message_lines() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(transcript_config(TranscriptMode::All, DataLogging::Echo)).await;
+    send_one_message(&h, b"Subject: echo\r\n\r\n..dotted\r\n").await;
+    let lines = log.lines();
+    let start = lines.iter().position(|l| l == "< Subject: echo").unwrap();
+    assert_eq!(
+        lines[start..start + 5],
+        [
+            "< Subject: echo",
+            "< ",
+            "< .dotted",
+            "< <message data: 26 bytes, 3 lines>",
+            "> 250 2.0.0 ok queued as MSG1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn transcript_ignore_leaves_out_message_content_even_with_bdat() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(transcript_config(TranscriptMode::All, DataLogging::Ignore)).await;
+    let mut c = Client::greeted(h.addr).await;
+    c.ehlo().await;
+    c.send(
+        b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@mx.test>\r\nBDAT 17 LAST\r\nSubject: secret\r\n",
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(c.reply().await.starts_with("250"));
+    }
+    c.command("QUIT").await;
+    eventually("transcript", || {
+        log.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("* session ended"))
+    })
+    .await;
+    let lines = log.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("secret") || l.contains("message data")),
+        "{lines:?}"
+    );
+    let bdat = lines.iter().position(|l| l == "< BDAT 17 LAST").unwrap();
+    assert_eq!(lines[bdat + 1], "> 250 2.0.0 ok queued as MSG1");
+}
+
+#[tokio::test]
+async fn transcript_summarizes_each_bdat_chunk() {
+    let log = TranscriptLog::default();
+    let _guard = log.install();
+    let h = start(transcript_config(
+        TranscriptMode::All,
+        DataLogging::Summarize,
+    ))
+    .await;
+    let mut c = Client::greeted(h.addr).await;
+    c.ehlo().await;
+    c.send(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@mx.test>\r\nBDAT 14\r\nSubject: x\r\n\r\nBDAT 4 LAST\r\nhi\r\n")
+        .await;
+    for _ in 0..4 {
+        assert!(c.reply().await.starts_with("250"));
+    }
+    c.command("QUIT").await;
+    eventually("transcript", || {
+        log.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("* session ended"))
+    })
+    .await;
+    let lines = log.lines();
+    let bdat = lines.iter().position(|l| l == "< BDAT 14").unwrap();
+    assert_eq!(
+        lines[bdat..bdat + 6],
+        [
+            "< BDAT 14",
+            "< <message data: 14 bytes, 2 lines>",
+            "> 250 2.0.0 14 octets received",
+            "< BDAT 4 LAST",
+            "< <message data: 4 bytes, 1 lines>",
+            "> 250 2.0.0 ok queued as MSG1",
+        ]
+    );
 }
