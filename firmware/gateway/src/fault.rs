@@ -16,6 +16,8 @@ pub enum Fault {
     HangInDelivery,
     /// Stall the whole delivery scheduler loop, so the part is reported stuck.
     HangScheduler,
+    /// Panic in the delivery scheduler loop itself (once per process), so the part is restarted.
+    PanicScheduler,
 }
 
 impl Fault {
@@ -24,6 +26,7 @@ impl Fault {
             Fault::PanicInDelivery => "[fault:panic-in-delivery]",
             Fault::HangInDelivery => "[fault:hang-in-delivery]",
             Fault::HangScheduler => "[fault:hang-scheduler]",
+            Fault::PanicScheduler => "[fault:panic-scheduler]",
         }
     }
 }
@@ -42,4 +45,11 @@ fn enabled() -> bool {
 /// Whether `fault` is requested for a message with this subject.
 pub fn requested(fault: Fault, subject: Option<&str>) -> bool {
     enabled() && subject.is_some_and(|s| s.contains(fault.tag()))
+}
+
+/// Like [`requested`], but true only the first time it would be in this process, so a fault in
+/// a restarted part does not repeat forever.
+pub fn requested_once(fault: Fault, subject: Option<&str>) -> bool {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    requested(fault, subject) && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
 }

@@ -94,7 +94,10 @@ pub async fn run(shared: Arc<Shared>, hb: Heartbeat, shutdown: CancellationToken
 pub fn check_once(shared: &Arc<Shared>) {
     let snap = shared.snapshot();
     let config = &snap.config;
-    let data_dir = &config.server.data_dir;
+    // The queue's file system is where acknowledged mail goes; on the appliance it is the data
+    // partition itself.
+    let queue_dir = config.server.data_dir.join("queue");
+    let data_dir = &queue_dir;
     match disk_space(data_dir) {
         Ok(space) => {
             let free = space.free_percent();

@@ -105,7 +105,7 @@ impl Metrics {
         for (name, n) in [("incoming", counts.incoming), ("deferred", counts.deferred), ("hold", counts.hold)] {
             self.queue_size.get_or_create(&vec![("queue", name)]).set(n as i64);
         }
-        let data_dir = shared.snapshot().config.server.data_dir.clone();
+        let data_dir = shared.snapshot().config.server.data_dir.join("queue");
         if let Ok(space) = crate::housekeeping::disk_space(&data_dir) {
             self.disk_free_bytes.set(space.available as f64);
             self.disk_free_ratio.set(space.free_percent() / 100.0);

@@ -123,6 +123,9 @@ impl Scheduler {
                 continue;
             }
             let due = self.shared.queue.due(Utc::now(), free);
+            if due.iter().any(|e| fault::requested_once(Fault::PanicScheduler, e.subject.as_deref())) {
+                panic!("injected fault: the delivery scheduler panics");
+            }
             if due.iter().any(|e| fault::requested(Fault::HangScheduler, e.subject.as_deref())) {
                 tracing::warn!("injected fault: the delivery scheduler stalls");
                 shutdown.cancelled().await;
