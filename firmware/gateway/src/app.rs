@@ -155,7 +155,11 @@ pub async fn run(
     let console = config.console.listen;
     let watchdog_config = config.watchdog.clone();
     let stuck_after = config.watchdog.stuck_after;
-    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config)));
+    let engine = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || crate::scan::load_engine(&config)).await.unwrap_or_else(|_| portcullis_av::Engine::builtin())
+    };
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config, Arc::new(engine))?));
     let shared = Arc::new(Shared::new(snap_rx, queue, log));
     let shutdown = CancellationToken::new();
     let (supervisor, mut supervision_events) = Supervisor::new(shutdown.clone());
@@ -376,6 +380,7 @@ fn reload(
         (old.watchdog.device != new.watchdog.device, "watchdog.device"),
         (format!("{:?}", old.log) != format!("{:?}", new.log), "log (use `portcullis ctl log-level` for levels)"),
         (old.queue.fsync != new.queue.fsync, "queue.fsync"),
+        (old.definitions_dir() != new.definitions_dir() || old.antivirus.enabled != new.antivirus.enabled, "antivirus.definitions_dir / antivirus.enabled"),
         (old.delivery.max_connections != new.delivery.max_connections, "delivery.max_connections"),
     ] {
         if changed {
@@ -385,7 +390,15 @@ fn reload(
     let changed = changed_sections(&old, &new);
     server_tx.send_replace(Arc::new(server));
     scheduler.replace_router(router);
-    snap_tx.send_replace(Arc::new(Snapshot::new(new)));
+    let engine = snap_tx.borrow().engine.clone();
+    let snapshot = match Snapshot::new(new, engine) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: keeping the running configuration");
+            return;
+        }
+    };
+    snap_tx.send_replace(Arc::new(snapshot));
     tracing::info!(source = %source.name(), changed = %changed.join(","), "configuration reloaded");
     if !changed.is_empty() {
         shared.alert(Alert::new(
@@ -414,6 +427,8 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("watchdog", d(&old.watchdog, &new.watchdog)),
         ("metrics", d(&old.metrics, &new.metrics)),
         ("log", d(&old.log, &new.log)),
+        ("scan", d(&old.scan, &new.scan)),
+        ("antivirus", d(&old.antivirus, &new.antivirus)),
     ] {
         if changed {
             out.push(name);

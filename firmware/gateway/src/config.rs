@@ -76,6 +76,59 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// Logging: levels per component, files, remote syslog.
     pub log: portcullis_logging::LogConfig,
+    /// Message decomposition limits and the content policy.
+    pub scan: ScanSection,
+    /// The antivirus engine and what happens to infected messages.
+    pub antivirus: AntivirusSection,
+}
+
+/// `[scan]`: how messages are taken apart (`[scan.limits]`) and what the content policy says
+/// about them (`[scan.policy]`, `[scan.policy.file_names]`, `[[scan.policy.content_rules]]`…).
+/// Both reuse `portcullis-scan`'s own types, so their defaults live in that crate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanSection {
+    /// Decomposition limits (depth, files, bytes, ratio, time…).
+    pub limits: portcullis_scan::Limits,
+    /// The content policy.
+    pub policy: portcullis_scan::Policy,
+}
+
+/// What happens to a message in which the antivirus engine found something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirusAction {
+    /// `5xx` inside the SMTP session when known before the `250`; dropped (never bounced) when
+    /// found only after queueing.
+    #[default]
+    Reject,
+    /// Remove the infected attachments and add a text note; drop when the infection is not in
+    /// an attachment that can be removed.
+    Strip,
+    /// Move the message to the quarantine store.
+    Quarantine,
+    /// Accept and discard.
+    Drop,
+    /// Deliver, recording the detection.
+    Log,
+}
+
+/// `[antivirus]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntivirusSection {
+    /// Scan messages with the antivirus engine.
+    pub enabled: bool,
+    /// The definitions store; empty means `<data_dir>/definitions`. *restart*
+    pub definitions_dir: PathBuf,
+    /// What to do with an infected message.
+    pub action: VirusAction,
+}
+
+impl Default for AntivirusSection {
+    fn default() -> Self {
+        AntivirusSection { enabled: true, definitions_dir: PathBuf::new(), action: VirusAction::Reject }
+    }
 }
 
 /// `[metrics]`
@@ -310,6 +363,8 @@ impl Default for Config {
             watchdog: WatchdogSection::default(),
             metrics: MetricsSection::default(),
             log: portcullis_logging::LogConfig::default(),
+            scan: ScanSection::default(),
+            antivirus: AntivirusSection::default(),
         }
     }
 }
@@ -639,7 +694,78 @@ impl Config {
                 "must be greater than 0 and shorter than watchdog.timeout".into(),
             ));
         }
+        self.validate_scan(file)
+    }
+
+    /// `[scan]` and `[antivirus]`: a policy that does not compile is a configuration error,
+    /// reported with the key of the offending list.
+    fn validate_scan(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        let l = &self.scan.limits;
+        for (key, v) in [
+            ("scan.limits.max_depth", l.max_depth as u64),
+            ("scan.limits.max_files", l.max_files as u64),
+            ("scan.limits.max_total_bytes", l.max_total_bytes),
+            ("scan.limits.max_compression_ratio", l.max_compression_ratio),
+            ("scan.limits.max_text_bytes", l.max_text_bytes as u64),
+            ("scan.limits.max_decoder_memory", l.max_decoder_memory),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be greater than 0".into()));
+            }
+        }
+        if l.max_time.is_zero() {
+            return Err(bad("scan.limits.max_time", "must be greater than 0".into()));
+        }
+        let p = &self.scan.policy;
+        let mut actions: Vec<(String, &portcullis_scan::Action)> = vec![
+            ("scan.policy.attachment_size.action".into(), &p.attachment_size.action),
+            ("scan.policy.subjects.action".into(), &p.subjects.action),
+            ("scan.policy.file_names.action".into(), &p.file_names.action),
+        ];
+        for (i, rule) in p.content_rules.iter().enumerate() {
+            actions.push((format!("scan.policy.content_rules[{i}].action"), &rule.action));
+        }
+        for (key, action) in actions {
+            check_action(action).map_err(|problem| bad(&key, problem))?;
+        }
+        if let portcullis_scan::EncryptedAction::Forward { to } = &p.encrypted.action
+            && !to.contains('@')
+        {
+            return Err(bad("scan.policy.encrypted.action", format!("forward: {to:?} is not an email address")));
+        }
+        self.compile_policy(file)?;
         Ok(())
+    }
+
+    /// Compiles `[scan.policy]`; an error names the file and the offending list.
+    pub fn compile_policy(&self, file: &str) -> Result<portcullis_scan::CompiledPolicy, ConfigError> {
+        portcullis_scan::CompiledPolicy::compile(self.scan.policy.clone()).map_err(|e| {
+            let key = match e {
+                portcullis_scan::PolicyError::EmptyPattern { what: "subject" } => "scan.policy.subjects.patterns",
+                portcullis_scan::PolicyError::EmptyPattern { .. } => "scan.policy.file_names.patterns",
+                _ => "scan.policy.content_rules",
+            };
+            ConfigError::Invalid { file: file.to_string(), key: key.to_string(), problem: e.to_string() }
+        })
+    }
+
+    /// The definitions store directory: `antivirus.definitions_dir`, or `<data_dir>/definitions`.
+    pub fn definitions_dir(&self) -> PathBuf {
+        if self.antivirus.definitions_dir.as_os_str().is_empty() {
+            self.server.data_dir.join("definitions")
+        } else {
+            self.antivirus.definitions_dir.clone()
+        }
+    }
+
+    /// The quarantine store directory.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.server.data_dir.join("quarantine")
     }
 
     /// The address bounces claim to come from.
@@ -672,6 +798,26 @@ impl Config {
     /// The control socket of the instance using this data directory.
     pub fn control_socket(&self) -> PathBuf {
         control_socket_path(&self.server.data_dir)
+    }
+}
+
+/// Checks the parameters of a policy action: forward needs an address, a tag header must be
+/// one `Name: value` line.
+fn check_action(action: &portcullis_scan::Action) -> Result<(), String> {
+    match action {
+        portcullis_scan::Action::Forward { to } if !to.contains('@') => {
+            Err(format!("forward: {to:?} is not an email address"))
+        }
+        portcullis_scan::Action::Tag { header: Some(h), .. } => {
+            let valid = h.split_once(':').is_some_and(|(name, _)| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            }) && !h.contains(['\r', '\n']);
+            if valid { Ok(()) } else { Err(format!("tag: header {h:?} must be one \"Name: value\" line")) }
+        }
+        portcullis_scan::Action::Tag { subject_prefix: Some(p), .. } if p.contains(['\r', '\n']) => {
+            Err("tag: subject_prefix must be one line".into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -737,6 +883,37 @@ mod tests {
         assert!(parse("[queue]\nretry_schedule = [\"soon\"]\n").is_err());
         assert!(parse("[delivery]\ntls = \"sometimes\"\n").is_err());
         assert!(parse("[delivery]\ndefault_route = [\"nohostport\"]\n").is_err());
+    }
+
+    #[test]
+    fn scan_and_antivirus_sections_have_defaults_and_parse_nested_policy() {
+        let c = parse("").unwrap();
+        assert!(c.antivirus.enabled);
+        assert_eq!(c.antivirus.action, VirusAction::Reject);
+        assert_eq!(c.scan.limits, portcullis_scan::Limits::default());
+        let c = parse(
+            "[antivirus]\naction = \"quarantine\"\n[scan.limits]\nmax_depth = 3\n[scan.policy.subjects]\npatterns = [\"*lottery*\"]\naction = \"reject\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.antivirus.action, VirusAction::Quarantine);
+        assert_eq!(c.scan.limits.max_depth, 3);
+        assert_eq!(c.scan.policy.subjects.action, portcullis_scan::Action::Reject);
+    }
+
+    #[test]
+    fn policy_that_does_not_compile_is_a_config_error_naming_the_key() {
+        let e = parse("[[scan.policy.content_rules]]\nname = \"x\"\nterms = [\"*\"]\naction = \"drop\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.toml") && e.contains("scan.policy.content_rules"), "{e}");
+        let e = parse("[scan.policy.subjects]\npatterns = [\"x\"]\naction = { forward = { to = \"nobody\" } }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scan.policy.subjects.action"), "{e}");
+        let e = parse("[antivirus]\naction = \"repair\"\n").unwrap_err().to_string();
+        assert!(e.contains("repair"), "{e}");
+        let e = parse("[scan.limits]\nmax_files = 0\n").unwrap_err().to_string();
+        assert!(e.contains("scan.limits.max_files"), "{e}");
     }
 
     #[test]

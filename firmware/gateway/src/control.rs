@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::quarantine::{QuarantineError, QuarantineStore};
 use crate::state::Shared;
 use crate::supervise::Supervisor;
 
@@ -62,6 +63,23 @@ pub enum Request {
         /// Back to the configured levels.
         #[serde(default)]
         reset: bool,
+    },
+    /// List the quarantined messages.
+    QuarantineList,
+    /// One quarantined message: its record (envelope, verdict, reasons) and its headers.
+    QuarantineShow {
+        /// Quarantine id (the queue id it had).
+        id: String,
+    },
+    /// Put a quarantined message back in the queue for delivery, marked scanned.
+    QuarantineRelease {
+        /// Quarantine id.
+        id: String,
+    },
+    /// Delete a quarantined message for good.
+    QuarantineDelete {
+        /// Quarantine id.
+        id: String,
     },
     /// The newest alerts from the alert log.
     Alerts {
@@ -306,6 +324,51 @@ impl Control {
                     Err(e) => Response::Refused { message: e.to_string() },
                 }
             }
+            Request::QuarantineList => {
+                let store = self.quarantine();
+                match tokio::task::spawn_blocking(move || store.list()).await {
+                    Ok(Ok(records)) => Response::Ok {
+                        message: format!("{} quarantined message(s)", records.len()),
+                        data: serde_json::to_value(records).unwrap_or_default(),
+                    },
+                    Ok(Err(e)) => Response::Refused { message: e.to_string() },
+                    Err(e) => Response::Refused { message: format!("internal error: {e}") },
+                }
+            }
+            Request::QuarantineShow { id } => {
+                let store = self.quarantine();
+                let shown = tokio::task::spawn_blocking(move || -> Result<_, QuarantineError> {
+                    let record = store.get(&id)?;
+                    let raw = store.read_message(&id)?;
+                    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(raw.len());
+                    Ok((record, String::from_utf8_lossy(&raw[..end]).to_string()))
+                })
+                .await;
+                match shown {
+                    Ok(Ok((record, headers))) => Response::Ok {
+                        message: String::new(),
+                        data: serde_json::json!({ "record": record, "headers": headers }),
+                    },
+                    Ok(Err(e)) => Response::Refused { message: e.to_string() },
+                    Err(e) => Response::Refused { message: format!("internal error: {e}") },
+                }
+            }
+            Request::QuarantineRelease { id } => match self.release_from_quarantine(&id).await {
+                Ok(queue_id) => ok(format!("{id} released for delivery as {queue_id}")),
+                Err(message) => Response::Refused { message },
+            },
+            Request::QuarantineDelete { id } => {
+                let store = self.quarantine();
+                let name = id.clone();
+                match tokio::task::spawn_blocking(move || store.delete(&name)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(quarantine_id = %id, "quarantined message deleted");
+                        ok(format!("{id} deleted from quarantine"))
+                    }
+                    Ok(Err(e)) => Response::Refused { message: e.to_string() },
+                    Err(e) => Response::Refused { message: format!("internal error: {e}") },
+                }
+            }
             Request::Alerts { limit } => {
                 let alerts = self.shared.alerter.recent(limit.unwrap_or(50));
                 Response::Ok {
@@ -314,6 +377,60 @@ impl Control {
                 }
             }
         }
+    }
+
+    fn quarantine(&self) -> QuarantineStore {
+        QuarantineStore::new(&self.shared.snapshot().config.quarantine_dir())
+    }
+
+    /// Queues a quarantined message again with its original envelope, marked scanned (the
+    /// admin has decided), then removes it from the quarantine. A crash in between leaves it in
+    /// both places (a second release would deliver it twice), never in neither.
+    async fn release_from_quarantine(&self, id: &str) -> Result<String, String> {
+        let store = self.quarantine();
+        let name = id.to_string();
+        let (record, raw) = tokio::task::spawn_blocking(move || -> Result<_, QuarantineError> {
+            Ok((store.get(&name)?, store.read_message(&name)?))
+        })
+        .await
+        .map_err(|e| format!("internal error: {e}"))?
+        .map_err(|e| e.to_string())?;
+        let q = &self.shared.queue;
+        // A fresh arrival time: the lifetime limit counts from the release, not from the
+        // original arrival (the quarantine record keeps that).
+        let mut envelope = record.envelope.clone();
+        envelope.received_at = chrono::Utc::now();
+        let mut draft = q.draft(envelope).map_err(|e| e.to_string())?;
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut draft, &raw).await {
+            q.discard(draft).await;
+            return Err(format!("cannot write the message to the queue: {e}"));
+        }
+        let entry = q.commit(draft).await.map_err(|e| e.to_string())?;
+        q.mark_scanned(&entry.id).await.map_err(|e| e.to_string())?;
+        q.tracking().record_message(&portcullis_queue::MessageRecord {
+            queue_id: entry.id.clone(),
+            received_at: entry.envelope.received_at,
+            client_ip: entry.envelope.client.as_ref().map(|c| c.ip),
+            helo: entry.envelope.client.as_ref().and_then(|c| c.helo.clone()),
+            tls: entry.envelope.client.as_ref().and_then(|c| c.tls.clone()),
+            sender: entry.envelope.sender.clone(),
+            recipients: entry.envelope.recipients.clone(),
+            size: entry.size,
+            message_id: entry.message_id.clone(),
+            subject: entry.subject.clone(),
+            events: vec![portcullis_queue::TrackEvent::now("released", None, format!("released from quarantine (was {id})"))],
+            outcome: None,
+        });
+        let store = self.quarantine();
+        let name = id.to_string();
+        match tokio::task::spawn_blocking(move || store.delete(&name)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(quarantine_id = %id, error = %e, "released message could not be removed from the quarantine"),
+            Err(e) => tracing::error!(quarantine_id = %id, error = %e, "released message could not be removed from the quarantine"),
+        }
+        tracing::info!(quarantine_id = %id, queue_id = %entry.id, "message released from quarantine");
+        q.notify_new().notify_one();
+        Ok(entry.id.to_string())
     }
 
     /// Serves the control socket until `shutdown`. The socket is created mode 0600: only the

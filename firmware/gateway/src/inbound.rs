@@ -9,7 +9,8 @@ use portcullis_smtp::{BodyType, Envelope, MailHandler, MailParams, Path, Reply, 
 use tokio::io::AsyncWriteExt;
 
 use crate::alerts::{Alert, AlertKind};
-use crate::scan::Verdict;
+use crate::disposition::{self, Applied};
+use crate::scan::Inspection;
 use crate::state::Shared;
 
 /// Implements the SMTP server's hooks on top of the queue.
@@ -97,31 +98,24 @@ impl MailHandler for Inbound {
 
     async fn end_body(&self, session: &SessionInfo, envelope: &Envelope, body: queue::Draft) -> Reply {
         let id = body.id().clone();
+        // Claimed before the commit, so the scheduler never sees the message unclaimed and
+        // unscanned while this session is still deciding about it.
+        self.shared.scan.claim(&id);
         let entry = match self.shared.queue.commit(body).await {
             Ok(entry) => entry,
             Err(e) => {
+                self.shared.scan.unclaim(&id);
                 tracing::error!(session_id = session.id, queue_id = %id, error = %e, "commit failed; message not accepted");
                 return storage_reply(&e);
             }
         };
         record_received(&self.shared, session, &entry);
         self.shared.metrics.messages_received.inc();
-        let snap = self.shared.snapshot();
-        let verdict = self.shared.scan.inspect_within(snap.config.queue.scan_budget, &entry).await;
-        let label = match verdict {
-            Verdict::Accept => "accept",
-            Verdict::Deferred => "scan-after-queueing",
-        };
-        self.shared.metrics.verdicts.get_or_create(&vec![("verdict", label)]).inc();
-        match verdict {
-            Verdict::Accept => {}
-            Verdict::Deferred => {
-                tracing::info!(queue_id = %entry.id, "scan budget used up; the message is scanned after queueing");
-            }
-        }
+        let reply = self.scan_and_dispose(session, &entry).await;
+        self.shared.scan.unclaim(&id);
         let _ = envelope;
         self.shared.queue.notify_new().notify_one();
-        Reply::new(250, "2.0.0", format!("Ok: queued as {}", entry.id))
+        reply
     }
 
     async fn abort_body(&self, session: &SessionInfo, body: queue::Draft) {
@@ -161,6 +155,43 @@ impl MailHandler for Inbound {
             rejected: stats.messages_rejected + stats.recipients_rejected,
             end: stats.end.to_string(),
         });
+    }
+}
+
+impl Inbound {
+    /// The scan stage between the commit and the `250`: a verdict known within the budget is
+    /// applied here (a reject becomes the session's reply); otherwise the scheduler scans the
+    /// message after queueing.
+    async fn scan_and_dispose(&self, session: &SessionInfo, entry: &queue::QueueEntry) -> Reply {
+        let queued = Reply::new(250, "2.0.0", format!("Ok: queued as {}", entry.id));
+        let snap = self.shared.snapshot();
+        let budget = snap.config.queue.scan_budget;
+        let verdict = match self.shared.scan.inspect_within(snap, &self.shared.queue, budget, entry).await {
+            Inspection::Verdict(v) => v,
+            Inspection::Deferred => {
+                self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "scan-after-queueing")]).inc();
+                tracing::info!(queue_id = %entry.id, session_id = session.id, "scan budget used up; the message is scanned after queueing");
+                return queued;
+            }
+            Inspection::Failed(e) => {
+                self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "error")]).inc();
+                tracing::error!(queue_id = %entry.id, session_id = session.id, error = %e, "scan failed; the message is scanned after queueing");
+                return queued;
+            }
+        };
+        match disposition::apply(&self.shared, entry, &verdict, true).await {
+            Ok(Applied::Rejected { code, enhanced, text }) => {
+                tracing::info!(queue_id = %entry.id, session_id = session.id, client_ip = %session.peer.ip(), code, reply = %text, "message refused after scanning");
+                Reply::new(code, enhanced, text)
+            }
+            Ok(Applied::Queued(id)) => Reply::new(250, "2.0.0", format!("Ok: queued as {id}")),
+            Ok(Applied::Held | Applied::Quarantined | Applied::Dropped) => queued,
+            Err(e) => {
+                // The message is safely queued and still unscanned: the scheduler retries.
+                tracing::error!(queue_id = %entry.id, session_id = session.id, error = %e, "cannot apply the scan verdict; the message is scanned again after queueing");
+                queued
+            }
+        }
     }
 }
 

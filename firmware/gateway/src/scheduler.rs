@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::{Alert, AlertKind};
 use crate::config::Config;
 use crate::supervise::Heartbeat;
+use crate::disposition::Applied;
 use crate::dsn::{self, Notice, ReportedRecipient};
 use crate::fault::{self, Fault};
 use crate::state::Shared;
@@ -122,7 +123,11 @@ impl Scheduler {
             if free == 0 {
                 continue;
             }
-            let due = self.shared.queue.due(Utc::now(), free);
+            let mut due = self.shared.queue.due(Utc::now(), free);
+            // Unscanned messages (scan budget used up, or rebuilt after a crash) go first, and
+            // messages an SMTP session is still scanning are left to it.
+            due.retain(|e| !self.shared.scan.is_claimed(&e.id));
+            due.sort_by_key(|e| e.scanned);
             if due.iter().any(|e| fault::requested_once(Fault::PanicScheduler, e.subject.as_deref())) {
                 panic!("injected fault: the delivery scheduler panics");
             }
@@ -240,6 +245,28 @@ impl Scheduler {
         if fault::requested(Fault::HangInDelivery, entry.subject.as_deref()) {
             std::future::pending::<()>().await;
         }
+        if !entry.scanned {
+            match self.scan_before_delivery(&entry).await {
+                ScanOutcome::Deliver => {}
+                ScanOutcome::Done => {
+                    // Dropped, quarantined, held or replaced by a rewritten copy: clear the
+                    // attempt mark on whatever is left (nothing, or the held entry).
+                    if let Err(e) = self.shared.queue.end_attempt(entry.clone()).await {
+                        tracing::error!(queue_id = %entry.id, error = %e, "cannot record the scan result");
+                    }
+                    return;
+                }
+                ScanOutcome::Failed(reason) => {
+                    let q = &self.shared.snapshot().config.queue;
+                    entry.last_error = Some(reason);
+                    entry.next_attempt = Utc::now() + chrono_duration(retry_delay(&q.retry_schedule, entry.attempts + 1));
+                    if let Err(e) = self.shared.queue.end_attempt(entry.clone()).await {
+                        tracing::error!(queue_id = %entry.id, error = %e, "cannot record the failed scan");
+                    }
+                    return;
+                }
+            }
+        }
         let snap = self.shared.snapshot();
         let config = &snap.config;
         let router = self.router.read().expect("router lock").clone();
@@ -340,6 +367,28 @@ impl Scheduler {
         self.conclude(entry, &snap.config, &attempted).await;
     }
 
+    /// Scans a message that was queued without a verdict and applies it. A reject is a drop
+    /// here: the `250` has been given, and a bounce could go to a forged sender.
+    async fn scan_before_delivery(&self, entry: &QueueEntry) -> ScanOutcome {
+        let snap = self.shared.snapshot();
+        let verdict = match crate::scan::inspect(snap, &self.shared.queue, &entry.id).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "error")]).inc();
+                tracing::error!(queue_id = %entry.id, error = %e, "scan before delivery failed; retried later");
+                return ScanOutcome::Failed(format!("scan failed: {e}"));
+            }
+        };
+        match crate::disposition::apply(&self.shared, entry, &verdict, false).await {
+            Ok(Applied::Queued(id)) if id == entry.id => ScanOutcome::Deliver,
+            Ok(_) => ScanOutcome::Done,
+            Err(e) => {
+                tracing::error!(queue_id = %entry.id, error = %e, "cannot apply the scan verdict; retried later");
+                ScanOutcome::Failed(format!("cannot apply the scan verdict: {e}"))
+            }
+        }
+    }
+
     /// Turns the recipients' states into the next step: done, retry, delay notice or bounce.
     async fn conclude(&self, mut entry: QueueEntry, config: &Config, attempted: &[usize]) {
         let now = Utc::now();
@@ -419,6 +468,16 @@ impl Scheduler {
             tracing::error!(queue_id = %id, error = %e, "cannot record delivery results");
         }
     }
+}
+
+/// What scanning before delivery decided.
+enum ScanOutcome {
+    /// Deliver the message now (it is marked scanned).
+    Deliver,
+    /// Nothing left to deliver under this id.
+    Done,
+    /// The scan or its disposition failed; try again later.
+    Failed(String),
 }
 
 /// The wait before the next attempt after `attempts` failed ones (the last interval repeats).

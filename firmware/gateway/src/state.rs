@@ -7,7 +7,9 @@ use portcullis_queue::Queue;
 use tokio::sync::watch;
 
 use crate::alerts::{Alert, Alerter, Delivery, compose_mail};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use portcullis_av::Engine;
+use portcullis_scan::CompiledPolicy;
 use crate::relay::RelayPolicy;
 use crate::scan::ScanStage;
 
@@ -21,17 +23,23 @@ pub struct Snapshot {
     pub config: Config,
     /// The relay policy built from it.
     pub relay: RelayPolicy,
+    /// The content policy, compiled once per configuration.
+    pub policy: Arc<CompiledPolicy>,
+    /// The antivirus engine. Loaded once at start-up and carried over by reloads; a definitions
+    /// update swaps in a new `Arc`, so no scan sees half old, half new signatures.
+    pub engine: Arc<Engine>,
 }
 
 impl Snapshot {
-    /// Derives the runtime pieces from a validated configuration.
-    pub fn new(config: Config) -> Snapshot {
+    /// Derives the runtime pieces from a validated configuration and the current engine.
+    pub fn new(config: Config, engine: Arc<Engine>) -> Result<Snapshot, ConfigError> {
         let relay = RelayPolicy::new(
             &config.relay.local_domains,
             &config.relay.relay_networks,
             &config.smtp.reject_address_chars,
         );
-        Snapshot { config, relay }
+        let policy = Arc::new(config.compile_policy("configuration")?);
+        Ok(Snapshot { config, relay, policy, engine })
     }
 }
 

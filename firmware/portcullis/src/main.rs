@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portcullis_gateway::config::{ConfigSource, Overrides, control_socket_path};
+use portcullis_av::{ScanOptions, scan_paths_with};
 use portcullis_gateway::control::{self, ClientError, QueueView, Request, Response};
+use portcullis_gateway::scan::{FileResult, MailDecomposer, check_files};
 
 /// Exit code when the daemon refused an action (unknown queue id…).
 const EXIT_REFUSED: u8 = 1;
@@ -59,6 +61,46 @@ enum Command {
     Ctl {
         #[command(subcommand)]
         action: CtlAction,
+        /// Data directory of the running instance.
+        #[arg(long, global = true, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Run the whole scanning pipeline (decomposition, content policy, antivirus) offline on
+    /// saved messages and print each verdict. Exit 0 when every message would be delivered
+    /// unchanged (deliver or log), 1 when any verdict is something else, 2 on error.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration file whose [scan] and [antivirus] sections apply (default: the
+        /// embedded default configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Messages (RFC 5322 files, e.g. .eml).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Scan files like clamscan: `PATH: NAME FOUND` or `PATH: OK`, descending into archives
+    /// and mail. Exit 0 clean, 1 found, 2 error.
+    Scan {
+        /// Descend into subdirectories.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Signature file or directory (default: the installed definitions in --data-dir, else
+        /// the built-in EICAR test signature only).
+        #[arg(long)]
+        defs: Option<PathBuf>,
+        /// Data directory whose definitions store is used without --defs.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List, show, release or delete quarantined messages of the running instance.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
         /// Data directory of the running instance.
         #[arg(long, global = true, default_value = "./var")]
         data_dir: PathBuf,
@@ -119,6 +161,31 @@ enum QueueAction {
     },
     /// Retry every deferred message now.
     Flush,
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// List quarantined messages.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one quarantined message: envelope, verdict, reasons and headers.
+    Show {
+        /// Quarantine id.
+        id: String,
+    },
+    /// Queue a quarantined message for delivery (it is not scanned again).
+    Release {
+        /// Quarantine id.
+        id: String,
+    },
+    /// Delete a quarantined message.
+    Delete {
+        /// Quarantine id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,9 +282,82 @@ fn main() -> ExitCode {
             };
             talk(&data_dir, request, false)
         }
+        Command::Check { json, config, files } => check(config, json, &files),
+        Command::Scan { recursive, defs, data_dir, paths } => {
+            let engine = match portcullis_gateway::scan::engine_for_cli(defs.as_deref(), &data_dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = ScanOptions { recursive, ..Default::default() };
+            let decomposer = MailDecomposer { limits: Default::default() };
+            let summary = scan_paths_with(&engine, &paths, &options, &decomposer, &mut std::io::stdout().lock());
+            ExitCode::from(summary.exit_code() as u8)
+        }
+        Command::Quarantine { action, data_dir } => {
+            let (request, json) = match action {
+                QuarantineAction::List { json } => (Request::QuarantineList, json),
+                QuarantineAction::Show { id } => (Request::QuarantineShow { id }, true),
+                QuarantineAction::Release { id } => (Request::QuarantineRelease { id }, false),
+                QuarantineAction::Delete { id } => (Request::QuarantineDelete { id }, false),
+            };
+            talk(&data_dir, request, json)
+        }
         Command::Status { json, data_dir } => talk(&data_dir, Request::Status, json),
         Command::Alerts { limit, json, data_dir } => talk(&data_dir, Request::Alerts { limit: Some(limit) }, json),
     }
+}
+
+/// `portcullis check`: exit 0 all deliverable unchanged, 1 any other verdict, 2 error.
+fn check(config: Option<PathBuf>, json: bool, files: &[PathBuf]) -> ExitCode {
+    let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+    let config = match source.load(&Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = match portcullis_gateway::scan::engine_for_cli(None, &config.server.data_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("portcullis: antivirus definitions: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let verdicts = match check_files(&config, &engine, files) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut error, mut objection) = (false, false);
+    for v in &verdicts {
+        match &v.result {
+            FileResult::Error(e) => {
+                error = true;
+                if !json {
+                    eprintln!("{}: ERROR {e}", v.file.display());
+                }
+            }
+            FileResult::Verdict(verdict) => {
+                objection |= !matches!(verdict.action, portcullis_scan::Action::Deliver | portcullis_scan::Action::Log);
+                if !json {
+                    println!("{}: {}", v.file.display(), verdict.action);
+                    for line in verdict.explain() {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&verdicts).unwrap_or_default());
+    }
+    ExitCode::from(if error { 2 } else if objection { 1 } else { 0 })
 }
 
 fn install_panic_logger() {
@@ -241,6 +381,7 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
     let is_show = matches!(request, Request::QueueShow { .. });
     let is_status = matches!(request, Request::Status);
     let is_alerts = matches!(request, Request::Alerts { .. });
+    let is_quarantine_list = matches!(request, Request::QuarantineList);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     match runtime.block_on(control::request(&socket, &request)) {
         Ok(Response::Ok { message, data }) => {
@@ -252,6 +393,8 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
                 print_status(&data);
             } else if is_alerts {
                 print_alerts(&data);
+            } else if is_quarantine_list {
+                print_quarantine(&data);
             } else if is_show || !data.is_null() {
                 println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
             } else {
@@ -317,6 +460,27 @@ fn print_status(data: &serde_json::Value) {
         println!("last alert: {} {}: {}", a.get("at").and_then(|v| v.as_str()).unwrap_or(""),
             a.get("kind").and_then(|v| v.as_str()).unwrap_or(""), a.get("summary").and_then(|v| v.as_str()).unwrap_or(""));
     }
+}
+
+/// The quarantine, oldest first: one line per message, then its reasons.
+fn print_quarantine(data: &serde_json::Value) {
+    let records = data.as_array().cloned().unwrap_or_default();
+    if records.is_empty() {
+        println!("quarantine is empty");
+        return;
+    }
+    for r in &records {
+        let env = &r["envelope"];
+        let sender = env["sender"].as_str().filter(|s| !s.is_empty()).unwrap_or("<>");
+        let rcpts: Vec<&str> = env["recipients"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        println!("{:<18} {:<19} {:<30} {}  [{}]", r["id"].as_str().unwrap_or("?"),
+            env["received_at"].as_str().unwrap_or("").chars().take(19).collect::<String>(), sender, rcpts.join(", "),
+            r["subject"].as_str().unwrap_or(""));
+        for reason in r["verdict"]["reasons"].as_array().cloned().unwrap_or_default() {
+            println!("{:<18} {}", "", reason["text"].as_str().unwrap_or(""));
+        }
+    }
+    println!("-- {} message(s)", records.len());
 }
 
 /// The alert log, newest first.

@@ -105,6 +105,11 @@ pub struct QueueEntry {
     pub in_flight: bool,
     /// Why the message is on hold (admin reason or "suspect: …").
     pub hold_reason: Option<String>,
+    /// The scanning stage has decided about this message (set by [`crate::Queue::mark_scanned`]).
+    /// Entries written before scanning existed, and entries rebuilt from a spool file after a
+    /// crash, read as `false`, so they are scanned (again) before delivery.
+    #[serde(default)]
+    pub scanned: bool,
 }
 
 impl QueueEntry {
@@ -130,6 +135,7 @@ impl QueueEntry {
             crashes: 0,
             in_flight: false,
             hold_reason: None,
+            scanned: false,
         }
     }
 

@@ -439,6 +439,41 @@ impl Queue {
         Ok(())
     }
 
+    /// Records that the scanning stage has decided about a message, so the scheduler delivers
+    /// it without scanning it again. Flushed: a crash after this call never rescans it.
+    pub async fn mark_scanned(&self, id: &QueueId) -> Result<(), QueueError> {
+        let _guard = self.lock(id).await;
+        let mut entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        if entry.scanned {
+            return Ok(());
+        }
+        entry.scanned = true;
+        self.put(&entry)?;
+        self.flush().await?;
+        tracing::debug!(queue_id = %id, "message marked scanned");
+        Ok(())
+    }
+
+    /// Removes a message from the queue because of a decision other than an admin's (a scan
+    /// verdict: dropped, rejected, quarantined or replaced by a rewritten copy). Like
+    /// [`Queue::delete`], but the tracking record says `reason` instead of "deleted by an
+    /// administrator".
+    pub async fn delete_with_reason(&self, id: &QueueId, reason: &str) -> Result<(), QueueError> {
+        let queue = self.clone();
+        let (id, reason) = (id.clone(), reason.to_owned());
+        tokio::spawn(async move {
+            let _guard = queue.lock(&id).await;
+            let entry = queue.get(&id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+            queue.remove_message(dir_of(entry.kind), &id).await?;
+            queue.inner.tracking.event(&id, TrackEvent::now("deleted", None, reason.as_str()));
+            queue.inner.tracking.outcome(&id, Outcome::Deleted);
+            tracing::info!(queue_id = %id, reason = %reason, "message removed from the queue");
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(task_failed(e)))
+    }
+
     /// Makes every deferred message due now (`queue flush`); returns how many.
     pub fn retry_all_now(&self) -> usize {
         let now = Utc::now();

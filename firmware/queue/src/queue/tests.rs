@@ -459,3 +459,45 @@ fn commits_acknowledged_before_kill_9_survive_it() {
         assert!(recovery.messages >= acked.len());
     });
 }
+
+#[tokio::test]
+async fn mark_scanned_survives_reopen_but_a_rebuilt_entry_is_unscanned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = open(dir.path());
+    let entry = commit(&queue, &["bob@example.com"], "scan").await;
+    assert!(!entry.scanned);
+    queue.mark_scanned(&entry.id).await.unwrap();
+    assert!(queue.get(&entry.id).unwrap().scanned);
+    drop(queue);
+
+    let (queue, _) = open(dir.path());
+    assert!(queue.get(&entry.id).unwrap().scanned);
+    drop(queue);
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let (queue, recovery) = open(dir.path());
+    assert_eq!(recovery.rebuilt_entries, 1);
+    assert!(!queue.get(&entry.id).unwrap().scanned);
+    assert!(matches!(queue.mark_scanned(&QueueId::generate()).await, Err(QueueError::NotFound(_))));
+}
+
+#[test]
+fn an_entry_stored_before_scanning_existed_reads_as_unscanned() {
+    let entry = QueueEntry::new(QueueId::generate(), envelope(&["bob@example.com"]), 1, None, None);
+    let mut json: serde_json::Value = serde_json::to_value(&entry).unwrap();
+    json.as_object_mut().unwrap().remove("scanned");
+    let read: QueueEntry = serde_json::from_value(json).unwrap();
+    assert!(!read.scanned);
+}
+
+#[tokio::test]
+async fn delete_with_reason_records_the_reason_instead_of_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = open(dir.path());
+    let entry = commit(&queue, &["bob@example.com"], "drop").await;
+    queue.delete_with_reason(&entry.id, "dropped: virus X").await.unwrap();
+    assert!(queue.get(&entry.id).is_none());
+    assert!(!queue.layout().file(SpoolDir::Active, &entry.id).exists());
+    let record = queue.tracking().get(&entry.id).unwrap();
+    assert_eq!(record.outcome, Some(Outcome::Deleted));
+    assert!(record.events.iter().any(|e| e.kind == "deleted" && e.detail == "dropped: virus X"));
+}

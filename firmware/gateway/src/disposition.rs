@@ -1,0 +1,505 @@
+//! Turning a scan verdict into what happens to the message, and doing it.
+//!
+//! [`plan`] is pure: verdict in, [`Disposition`] out, so the mapping is tested on its own. [`apply`]
+//! carries a disposition out on a committed message, from the SMTP session (before the `250`)
+//! or from the scheduler (after queueing, where a reject becomes a silent drop: the sender may
+//! be forged, so we never bounce).
+//!
+//! Crash argument for rewrites (tag, strip): the rewritten copy is committed as a new queue
+//! entry (durable, then marked scanned) before the original is deleted. A crash in between
+//! leaves both (the original, unscanned, is scanned and rewritten again: a duplicate at worst),
+//! never neither. Quarantine is the same: the store is synced before the queue entry goes.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use portcullis_queue::{self as queue, QueueEntry, QueueId, TrackEvent};
+use portcullis_scan::Action;
+use tokio::io::AsyncWriteExt;
+
+use crate::quarantine::{QuarantineRecord, QuarantineStore};
+use crate::rewrite::{self, Changes};
+use crate::scan::MessageVerdict;
+use crate::state::Shared;
+
+/// The header every tagged or rewritten message carries.
+pub const VERDICT_HEADER: &str = "X-Portcullis-Verdict";
+
+/// What to do with a message, derived from its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Deliver, after the listed changes (none for deliver and log) and with copies to
+    /// `forward_to`.
+    Deliver {
+        /// Header, subject and part changes.
+        changes: Changes,
+        /// Addresses that get a copy.
+        forward_to: Vec<String>,
+    },
+    /// Keep in the hold queue with this reason.
+    Hold {
+        /// Shown by `queue list` and recorded.
+        reason: String,
+    },
+    /// Move to the quarantine store.
+    Quarantine,
+    /// Accept and discard.
+    Drop {
+        /// Recorded on the tracking record.
+        reason: String,
+    },
+    /// Refuse inside the SMTP session (only before the `250`).
+    Reject {
+        /// `550` or `554`.
+        code: u16,
+        /// `5.7.1` (policy) or `5.7.0` (virus).
+        enhanced: &'static str,
+        /// The reply text: the reason, in one line.
+        text: String,
+    },
+}
+
+/// Maps a verdict to its disposition. `in_session` is true before the `250` (a reject can be
+/// said to the client); after it, a reject is a drop.
+pub fn plan(verdict: &MessageVerdict, in_session: bool) -> Disposition {
+    let first_for = |pred: &dyn Fn(&Action) -> bool| {
+        verdict.reasons.iter().find(|r| pred(&r.action)).map(|r| r.text.clone()).unwrap_or_else(|| verdict.action.to_string())
+    };
+    match &verdict.action {
+        Action::Reject if in_session => match verdict.reasons.iter().find(|r| r.action == Action::Reject && r.virus.is_some()) {
+            Some(r) => Disposition::Reject {
+                code: 554,
+                enhanced: "5.7.0",
+                text: reply_text(&format!("message refused: virus {} found", r.virus.as_deref().unwrap_or("?"))),
+            },
+            None => Disposition::Reject {
+                code: 550,
+                enhanced: "5.7.1",
+                text: reply_text(&format!("message refused by policy: {}", first_for(&|a| *a == Action::Reject))),
+            },
+        },
+        Action::Reject => Disposition::Drop {
+            reason: format!("rejected after queueing, so dropped (never bounced): {}", first_for(&|a| *a == Action::Reject)),
+        },
+        Action::Drop => Disposition::Drop { reason: format!("dropped: {}", first_for(&|a| *a == Action::Drop)) },
+        Action::Quarantine => Disposition::Quarantine,
+        Action::Hold => Disposition::Hold { reason: format!("scan: {}", first_for(&|a| *a == Action::Hold)) },
+        Action::Deliver | Action::Log | Action::Tag { .. } | Action::Forward { .. } | Action::StripPart => {
+            let mut changes = Changes::default();
+            let mut forward_to: Vec<String> = Vec::new();
+            let mut tagged = false;
+            for r in &verdict.reasons {
+                match &r.action {
+                    Action::Tag { header, subject_prefix } => {
+                        tagged = true;
+                        if let Some(h) = header
+                            && !changes.headers.contains(h)
+                        {
+                            changes.headers.push(rewrite::header_value(h));
+                        }
+                        if let Some(p) = subject_prefix
+                            && !changes.subject_prefixes.contains(p)
+                        {
+                            changes.subject_prefixes.push(p.clone());
+                        }
+                    }
+                    Action::Forward { to } if !forward_to.contains(to) => forward_to.push(to.clone()),
+                    Action::StripPart => {
+                        if let Some(carrier) = &r.carrier {
+                            match changes.strip.iter_mut().find(|(c, _)| c == carrier) {
+                                Some((_, note)) => note.push_str(&format!("\n- {}", r.text)),
+                                None => changes.strip.push((
+                                    carrier.clone(),
+                                    format!("Portcullis removed the attachment {carrier} from this message:\n- {}", r.text),
+                                )),
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if tagged || !changes.strip.is_empty() {
+                let summary = verdict.explain().join("; ");
+                changes.headers.insert(0, format!("{VERDICT_HEADER}: {}", rewrite::header_value(&format!("{}; {summary}", verdict.action))));
+            }
+            Disposition::Deliver { changes, forward_to }
+        }
+    }
+}
+
+/// One line, printable ASCII, bounded: safe as SMTP reply text.
+fn reply_text(text: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    clean.chars().take(400).collect()
+}
+
+/// What became of the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// In the queue for delivery, marked scanned, under this id (a new one after a rewrite).
+    Queued(QueueId),
+    /// On hold.
+    Held,
+    /// In the quarantine store, out of the queue.
+    Quarantined,
+    /// Out of the queue, discarded.
+    Dropped,
+    /// Out of the queue; the session answers with this reply instead of `250`.
+    Rejected {
+        /// Reply code.
+        code: u16,
+        /// Enhanced status code.
+        enhanced: &'static str,
+        /// Reply text.
+        text: String,
+    },
+}
+
+/// Carries out the verdict on a committed message. On error the message stays in the queue
+/// unscanned (or held), so the scheduler scans it again later: nothing is delivered unscanned.
+pub async fn apply(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, in_session: bool) -> Result<Applied, String> {
+    let id = &entry.id;
+    let disposition = plan(verdict, in_session);
+    shared.metrics.verdicts.get_or_create(&vec![("verdict", verdict.label())]).inc();
+    shared.queue.tracking().event(id, TrackEvent::now("scanned", None, verdict.summary()));
+    tracing::info!(queue_id = %id, verdict = verdict.label(), reasons = %verdict.explain().join(" | "), in_session, "scan verdict");
+    let q = &shared.queue;
+    match disposition {
+        Disposition::Reject { code, enhanced, text } => {
+            q.delete_with_reason(id, &format!("rejected in the SMTP session: {code} {enhanced} {text}")).await.map_err(|e| e.to_string())?;
+            Ok(Applied::Rejected { code, enhanced, text })
+        }
+        Disposition::Drop { reason } => {
+            q.delete_with_reason(id, &reason).await.map_err(|e| e.to_string())?;
+            Ok(Applied::Dropped)
+        }
+        Disposition::Hold { reason } => {
+            // Hold first: if marking fails the admin's release rescans; it never delivers unscanned.
+            q.hold(id, &reason).await.map_err(|e| e.to_string())?;
+            shared.metrics.messages_held.inc();
+            if let Err(e) = q.mark_scanned(id).await {
+                tracing::warn!(queue_id = %id, error = %e, "held message not marked scanned; it is scanned again on release");
+            }
+            Ok(Applied::Held)
+        }
+        Disposition::Quarantine => {
+            let raw = q.read_message(id).await.map_err(|e| e.to_string())?;
+            let record = QuarantineRecord {
+                id: id.to_string(),
+                quarantined_at: Utc::now(),
+                envelope: entry.envelope.clone(),
+                subject: entry.subject.clone(),
+                message_id: entry.message_id.clone(),
+                size: raw.len() as u64,
+                verdict: verdict.clone(),
+            };
+            let store = QuarantineStore::new(&shared.snapshot().config.quarantine_dir());
+            tokio::task::spawn_blocking(move || store.put(&record, &raw))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            q.delete_with_reason(id, "quarantined").await.map_err(|e| e.to_string())?;
+            tracing::info!(queue_id = %id, "message quarantined");
+            Ok(Applied::Quarantined)
+        }
+        Disposition::Deliver { changes, forward_to } => {
+            let final_id = if changes.is_empty() {
+                q.mark_scanned(id).await.map_err(|e| e.to_string())?;
+                id.clone()
+            } else {
+                let raw = q.read_message(id).await.map_err(|e| e.to_string())?;
+                let rewritten = tokio::task::spawn_blocking(move || rewrite::apply(&raw, &changes)).await.map_err(|e| e.to_string())?;
+                let new = queue_scanned(shared, entry.envelope.clone(), &rewritten).await?;
+                record_copy(shared, entry, &new, &format!("rewritten from {id} ({})", verdict.label()));
+                q.delete_with_reason(id, &format!("replaced by its rewritten copy {}", new.id)).await.map_err(|e| e.to_string())?;
+                tracing::info!(queue_id = %id, new_queue_id = %new.id, "message rewritten for its verdict");
+                new.id
+            };
+            for to in forward_to {
+                if let Err(e) = forward_copy(shared, entry, &final_id, &to, verdict).await {
+                    tracing::error!(queue_id = %id, to = %to, error = %e, "cannot queue the forwarded copy");
+                }
+            }
+            q.notify_new().notify_one();
+            Ok(Applied::Queued(final_id))
+        }
+    }
+}
+
+/// Commits a message made by the gateway and marks it scanned (it carries a verdict already).
+async fn queue_scanned(shared: &Shared, envelope: queue::Envelope, content: &[u8]) -> Result<QueueEntry, String> {
+    let q = &shared.queue;
+    let mut draft = q.draft(envelope).map_err(|e| e.to_string())?;
+    if let Err(e) = draft.write_all(content).await {
+        q.discard(draft).await;
+        return Err(format!("cannot write the message: {e}"));
+    }
+    let entry = q.commit(draft).await.map_err(|e| e.to_string())?;
+    if let Err(e) = q.mark_scanned(&entry.id).await {
+        tracing::warn!(queue_id = %entry.id, error = %e, "new message not marked scanned; it is scanned before delivery");
+    }
+    Ok(entry)
+}
+
+/// Starts the tracking record of a message the gateway made from `original`.
+fn record_copy(shared: &Shared, original: &QueueEntry, new: &QueueEntry, detail: &str) {
+    shared.queue.tracking().record_message(&queue::MessageRecord {
+        queue_id: new.id.clone(),
+        received_at: new.envelope.received_at,
+        client_ip: new.envelope.client.as_ref().map(|c| c.ip),
+        helo: new.envelope.client.as_ref().and_then(|c| c.helo.clone()),
+        tls: new.envelope.client.as_ref().and_then(|c| c.tls.clone()),
+        sender: new.envelope.sender.clone(),
+        recipients: new.envelope.recipients.clone(),
+        size: new.size,
+        message_id: original.message_id.clone(),
+        subject: new.subject.clone(),
+        events: vec![TrackEvent::now("received", None, detail)],
+        outcome: None,
+    });
+}
+
+/// Queues a copy of the (possibly rewritten) message to `to`, from the null sender so it can
+/// never bounce to the original (possibly forged) sender.
+async fn forward_copy(shared: &Arc<Shared>, original: &QueueEntry, source: &QueueId, to: &str, verdict: &MessageVerdict) -> Result<(), String> {
+    let raw = shared.queue.read_message(source).await.map_err(|e| e.to_string())?;
+    let changes = Changes {
+        headers: vec![format!("X-Portcullis-Forwarded: copy of {} for {}", original.id, rewrite::header_value(&verdict.summary()))],
+        ..Default::default()
+    };
+    let content = rewrite::apply(&raw, &changes);
+    let envelope = queue::Envelope {
+        sender: String::new(),
+        recipients: vec![to.to_string()],
+        smtputf8: original.envelope.smtputf8,
+        eight_bit: original.envelope.eight_bit,
+        received_at: Utc::now(),
+        client: None,
+    };
+    let copy = queue_scanned(shared, envelope, &content).await?;
+    record_copy(shared, original, &copy, &format!("copy of {} forwarded for its verdict", original.id));
+    shared.queue.tracking().event(&original.id, TrackEvent::now("forwarded", Some(to), format!("copy queued as {}", copy.id)));
+    tracing::info!(queue_id = %original.id, copy_queue_id = %copy.id, to, "copy forwarded");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::VerdictReason;
+
+    fn reason(text: &str, action: Action, carrier: Option<&str>, virus: Option<&str>) -> VerdictReason {
+        VerdictReason { text: text.into(), action, carrier: carrier.map(String::from), virus: virus.map(String::from) }
+    }
+
+    #[test]
+    fn virus_reject_in_session_is_554_5_7_0_naming_the_virus() {
+        let v = MessageVerdict::from_reasons(vec![reason("virus Eicar found in x", Action::Reject, None, Some("Eicar-Test-Signature"))]);
+        match plan(&v, true) {
+            Disposition::Reject { code, enhanced, text } => {
+                assert_eq!((code, enhanced), (554, "5.7.0"));
+                assert!(text.contains("Eicar-Test-Signature"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn policy_reject_in_session_is_550_5_7_1_with_the_reason() {
+        let v = MessageVerdict::from_reasons(vec![reason("subject \"win\" matches blocked pattern \"*win*\"", Action::Reject, None, None)]);
+        let Disposition::Reject { code, enhanced, text } = plan(&v, true) else { panic!() };
+        assert_eq!((code, enhanced), (550, "5.7.1"));
+        assert!(text.contains("blocked pattern"), "{text}");
+    }
+
+    #[test]
+    fn reject_after_queueing_becomes_drop_never_a_bounce() {
+        let v = MessageVerdict::from_reasons(vec![reason("virus X found", Action::Reject, None, Some("X"))]);
+        assert!(matches!(plan(&v, false), Disposition::Drop { .. }));
+    }
+
+    #[test]
+    fn hold_quarantine_and_drop_map_to_themselves() {
+        let v = MessageVerdict::from_reasons(vec![reason("unscannable", Action::Hold, None, None)]);
+        assert!(matches!(plan(&v, true), Disposition::Hold { reason } if reason.contains("unscannable")));
+        let v = MessageVerdict::from_reasons(vec![reason("rule", Action::Quarantine, None, None)]);
+        assert_eq!(plan(&v, true), Disposition::Quarantine);
+        let v = MessageVerdict::from_reasons(vec![reason("rule", Action::Drop, None, None)]);
+        assert!(matches!(plan(&v, true), Disposition::Drop { .. }));
+    }
+
+    #[test]
+    fn clean_and_log_verdicts_deliver_unchanged() {
+        assert_eq!(plan(&MessageVerdict::clean(), true), Disposition::Deliver { changes: Changes::default(), forward_to: vec![] });
+        let v = MessageVerdict::from_reasons(vec![reason("encrypted container", Action::Log, None, None)]);
+        assert_eq!(plan(&v, true), Disposition::Deliver { changes: Changes::default(), forward_to: vec![] });
+    }
+
+    #[test]
+    fn tag_adds_the_verdict_header_the_configured_header_and_subject_prefix() {
+        let v = MessageVerdict::from_reasons(vec![reason(
+            "content rule \"x\" matched",
+            Action::Tag { header: Some("X-Policy: suspect".into()), subject_prefix: Some("[SUSPECT]".into()) },
+            None,
+            None,
+        )]);
+        let Disposition::Deliver { changes, forward_to } = plan(&v, true) else { panic!() };
+        assert!(forward_to.is_empty());
+        assert!(changes.headers[0].starts_with("X-Portcullis-Verdict: tag"), "{:?}", changes.headers);
+        assert_eq!(changes.headers[1], "X-Policy: suspect");
+        assert_eq!(changes.subject_prefixes, vec!["[SUSPECT]".to_string()]);
+    }
+
+    #[test]
+    fn strip_lists_each_carrier_once_with_a_note_naming_every_reason() {
+        let v = MessageVerdict::from_reasons(vec![
+            reason("file name \"a.exe\" has blocked extension .exe in message/attachment[1] \"a.zip\"/a.exe", Action::StripPart, Some("message/attachment[1] \"a.zip\""), None),
+            reason("virus X found in message/attachment[1] \"a.zip\"/a.exe", Action::StripPart, Some("message/attachment[1] \"a.zip\""), Some("X")),
+            reason("rule", Action::Forward { to: "sec@example.com".into() }, None, None),
+        ]);
+        let Disposition::Deliver { changes, forward_to } = plan(&v, true) else { panic!() };
+        assert_eq!(changes.strip.len(), 1);
+        assert!(changes.strip[0].1.contains("blocked extension") && changes.strip[0].1.contains("virus X"));
+        assert_eq!(forward_to, vec!["sec@example.com".to_string()]);
+        assert!(changes.headers[0].starts_with("X-Portcullis-Verdict: strip the attachment"), "{:?}", changes.headers);
+    }
+
+    #[test]
+    fn reply_text_is_one_printable_line() {
+        assert_eq!(reply_text("a\r\nb\u{e9}"), "a??b?");
+    }
+
+    mod through_the_queue {
+        use std::sync::Arc;
+
+        use portcullis_queue::{Queue, QueueConfig};
+        use tokio::io::AsyncWriteExt;
+
+        use super::super::*;
+        use crate::config::{Config, Overrides};
+        use crate::state::Snapshot;
+
+        fn mail() -> Vec<u8> {
+            let eicar = std::str::from_utf8(portcullis_av::EICAR).unwrap();
+            format!(
+                "From: a@example.com\r\nSubject: test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b1\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"eicar.txt\"\r\n\r\n{eicar}\r\n--b1--\r\n"
+            )
+            .into_bytes()
+        }
+
+        async fn gateway(dir: &std::path::Path, toml: &str) -> Arc<Shared> {
+            let text = format!("[server]\ndata_dir = {:?}\nhostname = \"gw.example.com\"\n{toml}", dir.display().to_string());
+            let config = Config::parse(&text, "test.toml", &Overrides::default()).unwrap();
+            let (queue, _) = Queue::open(&dir.join("queue"), QueueConfig::default()).unwrap();
+            let snap = Snapshot::new(config, Arc::new(portcullis_av::Engine::builtin())).unwrap();
+            let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snap));
+            Arc::new(Shared::new(rx, queue, None))
+        }
+
+        async fn commit(shared: &Shared, content: &[u8]) -> QueueEntry {
+            let envelope = queue::Envelope {
+                sender: "a@example.com".into(),
+                recipients: vec!["b@example.com".into()],
+                smtputf8: false,
+                eight_bit: false,
+                received_at: Utc::now(),
+                client: None,
+            };
+            let mut draft = shared.queue.draft(envelope).unwrap();
+            draft.write_all(content).await.unwrap();
+            shared.queue.commit(draft).await.unwrap()
+        }
+
+        async fn scan_and_apply(shared: &Arc<Shared>, entry: &QueueEntry, in_session: bool) -> Applied {
+            let verdict = crate::scan::inspect(shared.snapshot(), &shared.queue, &entry.id).await.unwrap();
+            apply(shared, entry, &verdict, in_session).await.unwrap()
+        }
+
+        #[tokio::test]
+        async fn eicar_with_the_default_config_is_refused_554_and_leaves_the_queue() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "").await;
+            let entry = commit(&shared, &mail()).await;
+            let applied = scan_and_apply(&shared, &entry, true).await;
+            assert!(matches!(&applied, Applied::Rejected { code: 554, enhanced: "5.7.0", text } if text.contains("Eicar-Test-Signature")), "{applied:?}");
+            assert!(shared.queue.list().is_empty());
+            let record = shared.queue.tracking().get(&entry.id).unwrap();
+            assert!(record.events.iter().any(|e| e.kind == "scanned" && e.detail.starts_with("reject")), "{record:?}");
+        }
+
+        #[tokio::test]
+        async fn eicar_found_after_queueing_is_dropped_not_bounced() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "").await;
+            let entry = commit(&shared, &mail()).await;
+            assert_eq!(scan_and_apply(&shared, &entry, false).await, Applied::Dropped);
+            assert!(shared.queue.list().is_empty());
+        }
+
+        #[tokio::test]
+        async fn quarantine_moves_the_message_with_its_verdict_into_the_store() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "[antivirus]\naction = \"quarantine\"\n").await;
+            let entry = commit(&shared, &mail()).await;
+            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Quarantined);
+            assert!(shared.queue.list().is_empty());
+            let store = QuarantineStore::new(&dir.path().join("quarantine"));
+            let records = store.list().unwrap();
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].id, entry.id.to_string());
+            assert_eq!(records[0].envelope.recipients, vec!["b@example.com".to_string()]);
+            assert_eq!(records[0].verdict.viruses(), vec!["Eicar-Test-Signature"]);
+            assert_eq!(store.read_message(&records[0].id).unwrap(), mail());
+        }
+
+        #[tokio::test]
+        async fn strip_replaces_the_old_entry_by_a_scanned_copy_without_the_virus() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "[antivirus]\naction = \"strip\"\n").await;
+            let entry = commit(&shared, &mail()).await;
+            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else { panic!() };
+            assert_ne!(new_id, entry.id);
+            assert!(shared.queue.get(&entry.id).is_none());
+            let new = shared.queue.get(&new_id).unwrap();
+            assert!(new.scanned);
+            assert_eq!(new.envelope.recipients, entry.envelope.recipients);
+            let content = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert!(!content.contains("EICAR") && content.contains("hello"), "{content}");
+            assert!(content.contains("X-Portcullis-Verdict: strip the attachment"), "{content}");
+            let verdict = crate::scan::inspect(shared.snapshot(), &shared.queue, &new_id).await.unwrap();
+            assert_eq!(verdict, MessageVerdict::clean());
+        }
+
+        #[tokio::test]
+        async fn hold_verdict_holds_and_marks_scanned_and_clean_mail_is_marked_scanned_in_place() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "[scan.policy.subjects]\npatterns = [\"*hold me*\"]\naction = \"hold\"\n").await;
+            let held = commit(&shared, b"Subject: please hold me\r\n\r\nhi\r\n").await;
+            assert_eq!(scan_and_apply(&shared, &held, true).await, Applied::Held);
+            let e = shared.queue.get(&held.id).unwrap();
+            assert_eq!(e.kind, portcullis_queue::QueueKind::Hold);
+            assert!(e.scanned && e.hold_reason.unwrap().contains("hold me"));
+            let clean = commit(&shared, b"Subject: hello\r\n\r\nhi\r\n").await;
+            assert_eq!(scan_and_apply(&shared, &clean, true).await, Applied::Queued(clean.id.clone()));
+            assert!(shared.queue.get(&clean.id).unwrap().scanned);
+        }
+
+        #[tokio::test]
+        async fn forward_delivers_the_original_and_queues_a_scanned_copy_from_the_null_sender() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(
+                dir.path(),
+                "[scan.policy.subjects]\npatterns = [\"*invoice*\"]\naction = { forward = { to = \"sec@example.com\" } }\n",
+            )
+            .await;
+            let entry = commit(&shared, b"Subject: your invoice\r\n\r\nhi\r\n").await;
+            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Queued(entry.id.clone()));
+            let list = shared.queue.list();
+            assert_eq!(list.len(), 2);
+            let copy = list.iter().find(|e| e.id != entry.id).unwrap();
+            assert_eq!(copy.envelope.sender, "");
+            assert_eq!(copy.envelope.recipients, vec!["sec@example.com".to_string()]);
+            assert!(copy.scanned);
+        }
+    }
+}
