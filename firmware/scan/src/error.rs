@@ -51,3 +51,49 @@ pub enum PolicyError {
     #[error("content rules could not be compiled: {0}")]
     Matcher(String),
 }
+
+/// Notification settings that cannot be used as written. Raised at config load, naming the key to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotifyError {
+    /// An address key is not a plain `local@domain` address.
+    #[error("notifications.{key}: \"{address}\" is not a plain address (local@domain, no blanks or brackets)")]
+    BadAddress {
+        /// The key (`admin`, `from`).
+        key: &'static str,
+        /// The value found.
+        address: String,
+    },
+    /// Admin notifications are on but no admin address is set.
+    #[error("notifications.{violation}.admin is on but notifications.admin (the admin address) is not set")]
+    NoAdminAddress {
+        /// The violation kind whose `admin` is on.
+        violation: &'static str,
+    },
+    /// A template uses a tag that is not known.
+    #[error("notifications.{template}: unknown tag {tag} (known: ${{MSGINFO}}, ${{VIRUSINFO}}, ${{CONTENTINFO}}, ${{ENCRYPTINFO}}, ${{UNSCANNABLEINFO}}, ${{DISPOSITION}}, ${{SUBJECT}})")]
+    UnknownTag {
+        /// Which template (`templates.sender.body`, …).
+        template: String,
+        /// The tag as written, e.g. `${VIRUSNAME}`.
+        tag: String,
+    },
+}
+
+/// A disclaimer that cannot be used as written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DisclaimerError {
+    /// The text is longer than allowed.
+    #[error("disclaimer.text has {chars} characters; at most {max} are allowed")]
+    TooLong {
+        /// Characters in the text.
+        chars: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The text contains a control character other than a line break or tab.
+    #[error("disclaimer.text contains a control character (U+{code:04X}); only line breaks and tabs are allowed")]
+    ControlCharacter {
+        /// The code point.
+        code: u32,
+    },
+}

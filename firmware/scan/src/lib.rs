@@ -14,17 +14,24 @@
 
 mod content;
 mod decompose;
+mod disclaimer;
 mod error;
 mod filetype;
 mod finding;
 mod limits;
+mod mime_text;
+mod notify;
 mod part;
 mod policy;
 mod wildcard;
 
 pub use content::{ContentRule, MatchMode, Scope};
 pub use decompose::decompose;
-pub use error::PolicyError;
+pub use disclaimer::{
+    Disclaimer, DisclaimerConfig, DisclaimerEdit, DisclaimerOutcome, InternalDomains, MAX_DISCLAIMER_CHARS, NotAdded,
+    SkippedPart, TextKind,
+};
+pub use error::{DisclaimerError, NotifyError, PolicyError};
 pub use filetype::FileType;
 pub use finding::{Finding, LimitHit};
 pub use limits::Limits;
@@ -33,6 +40,11 @@ pub use policy::{
     Action, AttachmentSizePolicy, CompiledPolicy, EncryptedAction, EncryptedPolicy, FileNamePolicy, Policy,
     Reason, RuleRef, ScanMode, ScanScope, SubjectPolicy, UnscannableAction, UnscannablePolicy, Verdict,
     CLASSIC_BLOCKED_EXTENSIONS,
+};
+pub use notify::{
+    Audience, CompiledNotifications, MessageFacts, Notification, NotificationPlan, NotificationTemplates,
+    NotificationsConfig, NotifyWhom, OriginalHeaders, Outcome, Suppressed, SuppressedNotification, Template,
+    Violation, ViolationReport, NOTIFICATION_HEADER, TEMPLATE_TAGS, validate_template,
 };
 pub use wildcard::Wildcard;
 
