@@ -16,7 +16,8 @@ use std::path::Path;
 pub use error::DefsError;
 pub use keys::{GeneratedKey, KeyId, PinnedKey, PublisherKey, keygen};
 pub use package::{
-    BuildOptions, FileEntry, Limits, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, SIGNATURE_FILE,
+    BuildOptions, FileEntry, Limits, MANIFEST_FILE, MANIFEST_FORMAT, MAX_SIGNATURE_BYTES, Manifest,
+    SIGNATURE_FILE,
     VerifiedPackage, add_signature, build, build_with, check_file, verify, verify_manifest,
 };
 pub use selftest::{KnownSample, SelfTestSpec, self_test};

@@ -29,8 +29,10 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// be mistaken for a signature over anything else.
 const SIGNING_CONTEXT: &[u8] = b"portcullis-defs manifest v1\n";
 
-/// Signature files hold a few lines; anything larger is refused unread.
-const MAX_SIGNATURE_FILE: u64 = 64 * 1024;
+/// Signature files hold a few lines; anything larger is refused unread (updaters use the same
+/// limit while downloading `manifest.sig`).
+pub const MAX_SIGNATURE_BYTES: u64 = 64 * 1024;
+const MAX_SIGNATURE_FILE: u64 = MAX_SIGNATURE_BYTES;
 
 /// The signed description of a definitions package.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

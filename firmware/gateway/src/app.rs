@@ -160,7 +160,13 @@ pub async fn run(
         tokio::task::spawn_blocking(move || crate::scan::load_engine(&config)).await.unwrap_or_else(|_| portcullis_av::Engine::builtin())
     };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config, Arc::new(engine))?));
+    let snap_tx = Arc::new(snap_tx);
     let shared = Arc::new(Shared::new(snap_rx, queue, log));
+    let updater = Arc::new(crate::definitions::Updater::new(
+        shared.clone(),
+        crate::definitions::EngineSwitch::new(snap_tx.clone()),
+    ));
+    let _ = shared.definitions.set(updater.clone());
     let shutdown = CancellationToken::new();
     let (supervisor, mut supervision_events) = Supervisor::new(shutdown.clone());
 
@@ -213,6 +219,8 @@ pub async fn run(
             crate::housekeeping::run(shared.clone(), hb, token)
         });
     }
+
+    supervisor.spawn("definitions", None, move |_hb, token| updater.clone().run(token));
 
     if let Some(listener) = metrics_listener {
         let first = Arc::new(std::sync::Mutex::new(Some(listener)));
@@ -391,14 +399,19 @@ fn reload(
     server_tx.send_replace(Arc::new(server));
     scheduler.replace_router(router);
     let engine = snap_tx.borrow().engine.clone();
-    let snapshot = match Snapshot::new(new, engine) {
+    let mut snapshot = match Snapshot::new(new, engine) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "reload refused: keeping the running configuration");
             return;
         }
     };
-    snap_tx.send_replace(Arc::new(snapshot));
+    // Take the engine in use at the moment of the swap, under the channel's lock, so a
+    // definitions update that landed meanwhile is not undone.
+    snap_tx.send_modify(|current| {
+        snapshot.engine = current.engine.clone();
+        *current = Arc::new(snapshot);
+    });
     tracing::info!(source = %source.name(), changed = %changed.join(","), "configuration reloaded");
     if !changed.is_empty() {
         shared.alert(Alert::new(
@@ -429,6 +442,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log", d(&old.log, &new.log)),
         ("scan", d(&old.scan, &new.scan)),
         ("antivirus", d(&old.antivirus, &new.antivirus)),
+        ("definitions", d(&old.definitions, &new.definitions)),
     ] {
         if changed {
             out.push(name);

@@ -80,6 +80,8 @@ pub struct Config {
     pub scan: ScanSection,
     /// The antivirus engine and what happens to infected messages.
     pub antivirus: AntivirusSection,
+    /// Automatic antivirus definitions updates over HTTP(S).
+    pub definitions: DefinitionsSection,
 }
 
 /// `[scan]`: how messages are taken apart (`[scan.limits]`) and what the content policy says
@@ -128,6 +130,136 @@ pub struct AntivirusSection {
 impl Default for AntivirusSection {
     fn default() -> Self {
         AntivirusSection { enabled: true, definitions_dir: PathBuf::new(), action: VirusAction::Reject }
+    }
+}
+
+/// A day of the week in `definitions.days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+impl Weekday {
+    /// The same day as chrono names it.
+    pub fn to_chrono(self) -> chrono::Weekday {
+        match self {
+            Weekday::Mon => chrono::Weekday::Mon,
+            Weekday::Tue => chrono::Weekday::Tue,
+            Weekday::Wed => chrono::Weekday::Wed,
+            Weekday::Thu => chrono::Weekday::Thu,
+            Weekday::Fri => chrono::Weekday::Fri,
+            Weekday::Sat => chrono::Weekday::Sat,
+            Weekday::Sun => chrono::Weekday::Sun,
+        }
+    }
+}
+
+/// `[definitions]`: where antivirus definitions updates come from, whom to trust, and when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefinitionsSection {
+    /// Package base URLs (`http://` or `https://`), tried in order.
+    pub urls: Vec<String>,
+    /// PEM file with the CA certificates to trust for `https://` URLs; empty means the public
+    /// web PKI roots.
+    pub ca_file: PathBuf,
+    /// Trusted publisher keys: 64 hex digits or the path of a public key file. Empty: updates
+    /// are disabled (with a warning).
+    pub pinned_keys: Vec<String>,
+    /// HTTP proxy, `http://[user:pass@]host:port`; empty means direct connections.
+    pub proxy: String,
+    /// Days of the week on which updates are attempted.
+    pub days: Vec<Weekday>,
+    /// First attempt of each allowed day, local time, `"HH:MM"`.
+    pub first_attempt: String,
+    /// Time between attempts on an allowed day.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Further tries of one URL after a network failure, before moving to the next URL.
+    pub retries: u32,
+    /// Wait before each retry.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Random extra wait, up to this long, before each scheduled attempt and retry, so many
+    /// appliances do not hit the server at the same second.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// TCP (and proxy) connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest silence while receiving (slow-retrieval protection).
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Longest download of one file.
+    #[serde(with = "humantime_serde")]
+    pub download_timeout: Duration,
+    /// Largest single file of a package.
+    pub max_file_bytes: u64,
+    /// Largest package (all files together).
+    pub max_total_bytes: u64,
+    /// Installed definitions older than this raise the definitions-stale alert.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// After a swap, how long the new definitions are watched for misbehaviour.
+    #[serde(with = "humantime_serde")]
+    pub probation: Duration,
+    /// Scan errors during `probation` that make the gateway roll back automatically.
+    pub probation_max_scan_errors: u64,
+}
+
+impl Default for DefinitionsSection {
+    fn default() -> Self {
+        let limits = portcullis_defs::Limits::default();
+        DefinitionsSection {
+            urls: Vec::new(),
+            ca_file: PathBuf::new(),
+            pinned_keys: Vec::new(),
+            proxy: String::new(),
+            days: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun],
+            first_attempt: "00:15".into(),
+            interval: Duration::from_secs(2 * 3600),
+            retries: 2,
+            retry_delay: Duration::from_secs(60),
+            jitter: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            download_timeout: Duration::from_secs(30 * 60),
+            max_file_bytes: limits.max_file_bytes,
+            max_total_bytes: limits.max_total_bytes,
+            stale_after: Duration::from_secs(2 * 24 * 3600),
+            probation: Duration::from_secs(10 * 60),
+            probation_max_scan_errors: 5,
+        }
+    }
+}
+
+impl DefinitionsSection {
+    /// `first_attempt` as a time of day (validated at load).
+    pub fn first_attempt_time(&self) -> Option<chrono::NaiveTime> {
+        chrono::NaiveTime::parse_from_str(&self.first_attempt, "%H:%M").ok()
+    }
+
+    /// The package limits, from `max_file_bytes` and `max_total_bytes`.
+    pub fn limits(&self) -> portcullis_defs::Limits {
+        portcullis_defs::Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_total_bytes: self.max_total_bytes,
+            ..portcullis_defs::Limits::default()
+        }
     }
 }
 
@@ -365,6 +497,7 @@ impl Default for Config {
             log: portcullis_logging::LogConfig::default(),
             scan: ScanSection::default(),
             antivirus: AntivirusSection::default(),
+            definitions: DefinitionsSection::default(),
         }
     }
 }
@@ -694,7 +827,47 @@ impl Config {
                 "must be greater than 0 and shorter than watchdog.timeout".into(),
             ));
         }
-        self.validate_scan(file)
+        self.validate_scan(file)?;
+        self.validate_definitions(file)
+    }
+
+    /// `[definitions]`: URLs, the schedule and the limits must make sense; keys are parsed when
+    /// used (a key file may be installed after the configuration).
+    fn validate_definitions(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        let d = &self.definitions;
+        for (i, url) in d.urls.iter().enumerate() {
+            crate::definitions::fetch::PackageUrl::parse(url)
+                .map_err(|e| bad(&format!("definitions.urls[{i}]"), e.to_string()))?;
+        }
+        if !d.proxy.is_empty() {
+            crate::definitions::fetch::Proxy::parse(&d.proxy).map_err(|e| bad("definitions.proxy", e.to_string()))?;
+        }
+        if d.first_attempt_time().is_none() {
+            return Err(bad("definitions.first_attempt", format!("{:?} is not a time \"HH:MM\"", d.first_attempt)));
+        }
+        if d.days.is_empty() {
+            return Err(bad("definitions.days", "needs at least one day (to switch updates off, leave pinned_keys or urls empty)".into()));
+        }
+        for (key, v) in [
+            ("definitions.interval", d.interval),
+            ("definitions.connect_timeout", d.connect_timeout),
+            ("definitions.stall_timeout", d.stall_timeout),
+            ("definitions.download_timeout", d.download_timeout),
+            ("definitions.stale_after", d.stale_after),
+        ] {
+            if v.is_zero() {
+                return Err(bad(key, "must be greater than 0".into()));
+            }
+        }
+        if d.max_file_bytes == 0 || d.max_total_bytes == 0 {
+            return Err(bad("definitions.max_file_bytes", "size limits must be greater than 0".into()));
+        }
+        Ok(())
     }
 
     /// `[scan]` and `[antivirus]`: a policy that does not compile is a configuration error,

@@ -81,6 +81,13 @@ pub enum Request {
         /// Quarantine id.
         id: String,
     },
+    /// Try a definitions update now, and wait for its outcome.
+    DefinitionsUpdateNow,
+    /// The definitions updater's status: installed version, last attempt, next attempt…
+    DefinitionsStatus,
+    /// Switch back to the previous definitions version (the current one is deleted and never
+    /// installed again).
+    DefinitionsRollback,
     /// The newest alerts from the alert log.
     Alerts {
         /// How many (default 50).
@@ -305,7 +312,7 @@ impl Control {
                         "delivery_paused": sw.delivery_paused(),
                         "rejecting_incoming": sw.rejecting_incoming(),
                         "disk_floor": sw.disk_floor(),
-                        "definitions": serde_json::Value::Null,
+                        "definitions": self.definitions_summary(),
                         "last_alert": last_error,
                     }),
                 }
@@ -369,6 +376,33 @@ impl Control {
                     Err(e) => Response::Refused { message: format!("internal error: {e}") },
                 }
             }
+            Request::DefinitionsUpdateNow => {
+                let Some(updater) = self.shared.definitions.get() else { return not_running_updater() };
+                match updater.update_now().await {
+                    outcome @ (crate::definitions::UpdateOutcome::Failed(_) | crate::definitions::UpdateOutcome::Disabled(_)) => {
+                        Response::Refused { message: outcome.describe() }
+                    }
+                    outcome => Response::Ok {
+                        message: outcome.describe(),
+                        data: serde_json::to_value(updater.status()).unwrap_or_default(),
+                    },
+                }
+            }
+            Request::DefinitionsStatus => {
+                let Some(updater) = self.shared.definitions.get() else { return not_running_updater() };
+                let status = updater.status();
+                Response::Ok {
+                    message: String::new(),
+                    data: serde_json::to_value(status).unwrap_or_default(),
+                }
+            }
+            Request::DefinitionsRollback => {
+                let Some(updater) = self.shared.definitions.get() else { return not_running_updater() };
+                match updater.roll_back("rolled back by the administrator").await {
+                    Ok(line) => ok(line),
+                    Err(message) => Response::Refused { message },
+                }
+            }
             Request::Alerts { limit } => {
                 let alerts = self.shared.alerter.recent(limit.unwrap_or(50));
                 Response::Ok {
@@ -376,6 +410,24 @@ impl Control {
                     data: serde_json::to_value(alerts).unwrap_or_default(),
                 }
             }
+        }
+    }
+
+    /// The installed definitions for `portcullis status`; `null` when none are installed.
+    fn definitions_summary(&self) -> serde_json::Value {
+        let Some(status) = self.shared.definitions.get().map(|u| u.status()) else {
+            return serde_json::Value::Null;
+        };
+        match status.installed {
+            Some(v) => serde_json::json!({
+                "version": v.version,
+                "created": v.created,
+                "expires": v.expires,
+                "signatures": status.signatures,
+                "updates": if status.enabled { "enabled" } else { "disabled" },
+                "last_error": status.last_error,
+            }),
+            None => serde_json::Value::Null,
         }
     }
 
@@ -481,6 +533,10 @@ impl Control {
         }
         Ok(())
     }
+}
+
+fn not_running_updater() -> Response {
+    Response::Refused { message: "the definitions updater is not running in this process".into() }
 }
 
 /// Why the CLI could not get an answer from the daemon.

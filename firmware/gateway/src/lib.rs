@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod definitions;
 pub mod disposition;
 pub mod dsn;
 pub mod fault;

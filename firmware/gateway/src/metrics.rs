@@ -44,6 +44,8 @@ pub struct Metrics {
     disk_free_ratio: Gauge<f64, AtomicU64>,
     memory_available_ratio: Gauge<f64, AtomicU64>,
     uptime_seconds: Gauge,
+    definitions_age_seconds: Gauge<f64, AtomicU64>,
+    definitions_version: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,7 +80,13 @@ impl Metrics {
         registry.register("memory_available_ratio", "Available fraction of memory", memory_available_ratio.clone());
         let uptime_seconds = Gauge::default();
         registry.register("uptime_seconds", "Seconds since the process started", uptime_seconds.clone());
+        let definitions_age_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register("definitions_age_seconds", "Seconds since the installed antivirus definitions were built (absent when none are installed)", definitions_age_seconds.clone());
+        let definitions_version = Gauge::default();
+        registry.register("definitions_version", "Version of the installed antivirus definitions (0 when none)", definitions_version.clone());
         Metrics {
+            definitions_age_seconds,
+            definitions_version,
             registry,
             sessions,
             messages_received,
@@ -114,6 +122,10 @@ impl Metrics {
             self.memory_available_ratio.set(mem / 100.0);
         }
         self.uptime_seconds.set(shared.started.elapsed().as_secs() as i64);
+        if let Some(updater) = shared.definitions.get() {
+            self.definitions_age_seconds.set(updater.age_seconds().unwrap_or(0.0));
+            self.definitions_version.set(updater.status().installed.map_or(0, |v| v.version as i64));
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

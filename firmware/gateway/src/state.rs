@@ -41,6 +41,11 @@ impl Snapshot {
         let policy = Arc::new(config.compile_policy("configuration")?);
         Ok(Snapshot { config, relay, policy, engine })
     }
+
+    /// The same configuration with another antivirus engine (a definitions update).
+    pub fn with_engine(&self, engine: Arc<Engine>) -> Snapshot {
+        Snapshot { config: self.config.clone(), relay: self.relay.clone(), policy: self.policy.clone(), engine }
+    }
 }
 
 /// The admin's switches (`portcullis ctl …`). They are runtime state, not configuration: a
@@ -101,6 +106,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Logging, when the binary set it up (level changes at run time, file retention).
     pub log: Option<Arc<portcullis_logging::LogHandle>>,
+    /// The definitions updater, once the running gateway has started it.
+    pub definitions: std::sync::OnceLock<Arc<crate::definitions::Updater>>,
 }
 
 impl Shared {
@@ -120,6 +127,7 @@ impl Shared {
             switches: Switches::default(),
             scan: ScanStage::default(),
             started: std::time::Instant::now(),
+            definitions: std::sync::OnceLock::new(),
         }
     }
 

@@ -117,11 +117,80 @@ enum Command {
         #[arg(long, default_value = "./var")]
         data_dir: PathBuf,
     },
+    /// Antivirus definitions: publisher tools (keygen, build, serve) and the running
+    /// instance's updater (update-now, status, rollback).
+    Defs {
+        #[command(subcommand)]
+        action: DefsAction,
+    },
     /// Show the running instance's status: parts, queues, switches.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Data directory of the running instance.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DefsAction {
+    /// Generate a publisher key pair: the secret key at OUT (mode 0600) and the public key at
+    /// OUT.pub, to pin in `definitions.pinned_keys`.
+    Keygen {
+        /// Secret key file to create (never overwritten).
+        out: PathBuf,
+    },
+    /// Build and sign a definitions package from the signature files in a directory.
+    Build {
+        /// Directory with .hdb/.hsb/.mdb/.msb/.ndb files.
+        #[arg(long)]
+        from: PathBuf,
+        /// Secret key file (from `defs keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Package version; must exceed every version published before.
+        #[arg(long)]
+        version: u64,
+        /// Days until appliances refuse the package as expired.
+        #[arg(long, default_value_t = 7)]
+        expires: u32,
+        /// Output directory (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Serve a package directory over HTTP, or HTTPS with --tls-cert and --tls-key.
+    Serve {
+        /// The package directory (what `defs build --out` wrote).
+        dir: PathBuf,
+        /// Address to listen on, e.g. 0.0.0.0:8080.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// PEM certificate chain for HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for HTTPS.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Ask the running instance to try an update now and wait for the outcome.
+    UpdateNow {
+        /// Data directory of the running instance.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// The running instance's definitions: installed version, last attempt and result, next attempt.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Data directory of the running instance.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Switch the running instance back to the previous definitions version.
+    Rollback {
         /// Data directory of the running instance.
         #[arg(long, default_value = "./var")]
         data_dir: PathBuf,
@@ -305,8 +374,73 @@ fn main() -> ExitCode {
             };
             talk(&data_dir, request, json)
         }
+        Command::Defs { action } => defs(action),
         Command::Status { json, data_dir } => talk(&data_dir, Request::Status, json),
         Command::Alerts { limit, json, data_dir } => talk(&data_dir, Request::Alerts { limit: Some(limit) }, json),
+    }
+}
+
+/// `portcullis defs …`: publisher tools run here; updater actions go to the running instance.
+fn defs(action: DefsAction) -> ExitCode {
+    match action {
+        DefsAction::Keygen { out } => match portcullis_defs::keygen(&out) {
+            Ok(generated) => {
+                println!("secret key: {} (keep it off the appliances)", generated.secret_path.display());
+                println!("public key: {}", generated.public_path.display());
+                println!("key id:     {}", generated.public.key_id());
+                println!("pin it with: pinned_keys = [\"{}\"]", generated.public.to_hex());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        DefsAction::Build { from, key, version, expires, out } => {
+            let built = portcullis_defs::PublisherKey::load(&key).and_then(|key| {
+                let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(expires));
+                portcullis_defs::build(&from, &key, version, expires, &out)
+            });
+            match built {
+                Ok(manifest) => {
+                    println!("built definitions version {} in {}", manifest.version, out.display());
+                    for f in &manifest.files {
+                        println!("  {} {} bytes sha256 {}", f.name, f.size, f.sha256);
+                    }
+                    println!("signatures loaded: {}; expires {}", manifest.self_test.min_signatures, manifest.expires.to_rfc3339());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        DefsAction::Serve { dir, listen, tls_cert, tls_key } => {
+            let log = portcullis_logging::LogConfig::default();
+            if let Err(e) = portcullis_logging::init(&log, "localhost") {
+                eprintln!("portcullis: logging: {e}");
+                return ExitCode::FAILURE;
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("portcullis: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+            match runtime.block_on(portcullis_gateway::definitions::serve::run(&dir, listen, tls)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        DefsAction::UpdateNow { data_dir } => talk(&data_dir, Request::DefinitionsUpdateNow, false),
+        DefsAction::Status { json, data_dir } => talk(&data_dir, Request::DefinitionsStatus, json),
+        DefsAction::Rollback { data_dir } => talk(&data_dir, Request::DefinitionsRollback, false),
     }
 }
 
@@ -382,6 +516,8 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
     let is_status = matches!(request, Request::Status);
     let is_alerts = matches!(request, Request::Alerts { .. });
     let is_quarantine_list = matches!(request, Request::QuarantineList);
+    let is_defs_status = matches!(request, Request::DefinitionsStatus);
+    let is_defs_update = matches!(request, Request::DefinitionsUpdateNow);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     match runtime.block_on(control::request(&socket, &request)) {
         Ok(Response::Ok { message, data }) => {
@@ -395,6 +531,10 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
                 print_alerts(&data);
             } else if is_quarantine_list {
                 print_quarantine(&data);
+            } else if is_defs_status {
+                print_definitions(&data);
+            } else if is_defs_update {
+                println!("{message}");
             } else if is_show || !data.is_null() {
                 println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
             } else {
@@ -450,7 +590,14 @@ fn print_status(data: &serde_json::Value) {
     println!("queues: incoming {}  deferred {}  hold {}", q["incoming"], q["deferred"], q["hold"]);
     println!("delivery paused: {}  rejecting incoming: {}  disk below floor: {}",
         get("delivery_paused"), get("rejecting_incoming"), get("disk_floor"));
-    println!("definitions: {}", if get("definitions").is_null() { "none installed".to_string() } else { get("definitions").to_string() });
+    let defs = get("definitions");
+    if defs.is_null() {
+        println!("definitions: none installed (built-in EICAR test signature only)");
+    } else {
+        println!("definitions: version {}  created {}  expires {}  signatures {}  updates {}",
+            defs["version"], defs["created"].as_str().unwrap_or("?"), defs["expires"].as_str().unwrap_or("?"),
+            defs["signatures"], defs["updates"].as_str().unwrap_or("?"));
+    }
     println!("parts:");
     for p in get("parts").as_array().cloned().unwrap_or_default() {
         println!("  {:<28} {:<11} up {:>7}s  restarts {:>3}  {}", p["name"].as_str().unwrap_or("?"), p["state"].as_str().unwrap_or("?"),
@@ -459,6 +606,32 @@ fn print_status(data: &serde_json::Value) {
     if let Some(a) = get("last_alert").as_object() {
         println!("last alert: {} {}: {}", a.get("at").and_then(|v| v.as_str()).unwrap_or(""),
             a.get("kind").and_then(|v| v.as_str()).unwrap_or(""), a.get("summary").and_then(|v| v.as_str()).unwrap_or(""));
+    }
+}
+
+/// `portcullis defs status`.
+fn print_definitions(data: &serde_json::Value) {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    let version = |v: &serde_json::Value| {
+        if v.is_null() {
+            "none".to_string()
+        } else {
+            format!("{} (created {}, expires {})", v["version"], text(&v["created"]), text(&v["expires"]))
+        }
+    };
+    let enabled = data["enabled"].as_bool().unwrap_or(false);
+    println!("updates:        {}", if enabled { "enabled".to_string() } else { format!("disabled: {}", text(&data["disabled_reason"])) });
+    println!("installed:      {}", version(&data["installed"]));
+    println!("previous:       {}", version(&data["previous"]));
+    println!("highest ever:   {}", data["highest_version"]);
+    println!("signatures:     {}", data["signatures"]);
+    println!("last attempt:   {}", text(&data["last_attempt"]));
+    println!("last result:    {}", text(&data["last_result"]));
+    println!("last success:   {}", text(&data["last_success"]));
+    println!("last error:     {}", text(&data["last_error"]));
+    println!("next attempt:   {}", text(&data["next_attempt"]));
+    if !data["probation_until"].is_null() {
+        println!("probation until {}", text(&data["probation_until"]));
     }
 }
 
