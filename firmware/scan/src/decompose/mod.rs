@@ -2,6 +2,7 @@
 
 mod containers;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,25 +28,32 @@ pub fn decompose(raw: &[u8], limits: &Limits) -> Decomposition {
         out: Decomposition::default(),
         halted: false,
     };
-    match message_parser().parse(raw) {
-        Some(message) => {
-            walker.out.subject = message.subject().map(|s| cap_text(s.to_owned(), limits.max_text_bytes));
-            walker.out.header_text = cap_text(header_text(&message), limits.max_text_bytes);
-            walker.walk_message(&message, &PartPath::message(), 0, None, true);
-            drop_flat(message);
+    // mail-parser can panic on crafted structures (found by fuzzing: a multipart nested in
+    // itself with a garbled boundary). A parser panic must cost only the inspection of this
+    // message: it becomes one damaged body part, never a crashed scan.
+    let parsed = catch_unwind(AssertUnwindSafe(|| message_parser().parse(raw)));
+    match parsed {
+        Ok(Some(message)) => {
+            let walked = catch_unwind(AssertUnwindSafe(|| {
+                walker.out.subject = message.subject().map(|s| cap_text(s.to_owned(), limits.max_text_bytes));
+                walker.out.header_text = cap_text(header_text(&message), limits.max_text_bytes);
+                walker.walk_message(&message, &PartPath::message(), 0, None, true);
+                drop_flat(message);
+            }));
+            if walked.is_err() {
+                walker.out.findings.push(Finding::Damaged {
+                    path: PartPath::message(),
+                    reason: "the MIME parser failed on this message's structure".into(),
+                });
+            }
         }
-        None => {
-            let path = PartPath::message().child("body[1]");
-            walker.add_part(PartSpec {
-                carrier: path.clone(),
-                path,
-                file_name: None,
-                declared_type: None,
-                bytes: Bytes::copy_from_slice(raw),
-                depth: 0,
-                role: PartRole::Body,
-                text: None,
+        Ok(None) => walker.add_part(raw_body_part(raw)),
+        Err(_) => {
+            walker.out.findings.push(Finding::Damaged {
+                path: PartPath::message(),
+                reason: "the MIME parser failed on this message's structure".into(),
             });
+            walker.add_part(raw_body_part(raw));
         }
     }
     let out = walker.out;
@@ -57,6 +65,21 @@ pub fn decompose(raw: &[u8], limits: &Limits) -> Decomposition {
         "message decomposed"
     );
     out
+}
+
+/// The whole raw message as one body part, for messages the MIME parser cannot take apart.
+fn raw_body_part(raw: &[u8]) -> PartSpec {
+    let path = PartPath::message().child("body[1]");
+    PartSpec {
+        carrier: path.clone(),
+        path,
+        file_name: None,
+        declared_type: None,
+        bytes: Bytes::copy_from_slice(raw),
+        depth: 0,
+        role: PartRole::Body,
+        text: None,
+    }
 }
 
 /// The parser with every header field we read decoded (RFC 2047 words, addresses, MIME parameters).

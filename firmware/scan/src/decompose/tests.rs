@@ -497,3 +497,15 @@ fn ten_thousand_random_inputs_never_panic_or_hang() {
     }
     assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
 }
+
+#[test]
+fn a_structure_that_panics_the_mime_parser_becomes_one_damaged_body_part() {
+    let raw = include_bytes!("../../../../fuzz/regressions/decompose/mail-parser-invalid-part-id.eml");
+    let d = decompose(raw, &Limits::default());
+    assert!(!d.parts.is_empty(), "the message must still be inspectable");
+    assert!(
+        d.findings.iter().any(|f| matches!(f, Finding::Damaged { .. })),
+        "the parser failure must be reported: {:?}",
+        d.findings
+    );
+}
