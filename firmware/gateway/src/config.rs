@@ -82,6 +82,13 @@ pub struct Config {
     pub antivirus: AntivirusSection,
     /// Automatic antivirus definitions updates over HTTP(S).
     pub definitions: DefinitionsSection,
+    /// Who is told when the policy or the antivirus objects to a message, and with which
+    /// templates. Opt-in: without a `[notifications]` section nobody is told; with one, every
+    /// key missing from it takes `portcullis-scan`'s default (its own type, so its defaults live
+    /// in that crate).
+    pub notifications: Option<portcullis_scan::NotificationsConfig>,
+    /// The disclaimer added to outbound mail (`portcullis-scan`'s own type; empty text: none).
+    pub disclaimer: portcullis_scan::DisclaimerConfig,
 }
 
 /// `[scan]`: how messages are taken apart (`[scan.limits]`) and what the content policy says
@@ -498,6 +505,8 @@ impl Default for Config {
             scan: ScanSection::default(),
             antivirus: AntivirusSection::default(),
             definitions: DefinitionsSection::default(),
+            notifications: None,
+            disclaimer: portcullis_scan::DisclaimerConfig::default(),
         }
     }
 }
@@ -912,7 +921,38 @@ impl Config {
             return Err(bad("scan.policy.encrypted.action", format!("forward: {to:?} is not an email address")));
         }
         self.compile_policy(file)?;
+        self.compile_notifications(file)?;
+        self.compile_disclaimer(file)?;
         Ok(())
+    }
+
+    /// Compiles `[notifications]` (`None` without the section): an unknown template tag, a bad
+    /// address or admin notices without an admin address are configuration errors naming the
+    /// file and the key.
+    pub fn compile_notifications(&self, file: &str) -> Result<Option<portcullis_scan::CompiledNotifications>, ConfigError> {
+        let Some(config) = &self.notifications else { return Ok(None) };
+        portcullis_scan::CompiledNotifications::compile(config.clone(), &self.server.hostname).map(Some).map_err(|e| {
+            let key = match &e {
+                portcullis_scan::NotifyError::BadAddress { key, .. } => format!("notifications.{key}"),
+                portcullis_scan::NotifyError::NoAdminAddress { violation } => format!("notifications.{violation}.admin"),
+                portcullis_scan::NotifyError::UnknownTag { template, .. } => format!("notifications.{template}"),
+            };
+            // The crate's messages start with the key already; say it once.
+            let text = e.to_string();
+            let problem = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text).to_string();
+            ConfigError::Invalid { file: file.to_string(), key, problem }
+        })
+    }
+
+    /// Compiles `[disclaimer]`: `None` when no text is set; a text over 1,000 characters or with
+    /// control characters is a configuration error.
+    pub fn compile_disclaimer(&self, file: &str) -> Result<Option<portcullis_scan::Disclaimer>, ConfigError> {
+        self.disclaimer.compile().map_err(|e| {
+            // The crate's messages start with the key already; say it once.
+            let text = e.to_string();
+            let problem = text.strip_prefix("disclaimer.text ").unwrap_or(&text).to_string();
+            ConfigError::Invalid { file: file.to_string(), key: "disclaimer.text".into(), problem }
+        })
     }
 
     /// Compiles `[scan.policy]`; an error names the file and the offending list.
@@ -1087,6 +1127,33 @@ mod tests {
         assert!(e.contains("repair"), "{e}");
         let e = parse("[scan.limits]\nmax_files = 0\n").unwrap_err().to_string();
         assert!(e.contains("scan.limits.max_files"), "{e}");
+    }
+
+    #[test]
+    fn notifications_template_with_an_unknown_tag_is_a_config_error_naming_file_and_key() {
+        let e = parse("[notifications.templates.admin]\nbody = \"Found: ${VIRUSNAME}\"\n").unwrap_err().to_string();
+        assert!(e.contains("test.toml") && e.contains("notifications.templates.admin.body") && e.contains("${VIRUSNAME}"), "{e}");
+        let e = parse("[notifications]\nvirus = { admin = true }\n").unwrap_err().to_string();
+        assert!(e.contains("notifications.virus.admin"), "{e}");
+        let e = parse("[notifications]\nfrom = \"not an address\"\n").unwrap_err().to_string();
+        assert!(e.contains("test.toml: notifications.from:"), "{e}");
+        let e = parse("[notifications]\nvirsu = { admin = true }\n").unwrap_err().to_string();
+        assert!(e.contains("virsu"), "{e}");
+        let c = parse("[notifications]\nadmin = \"sec@example.com\"\nvirus = { sender = false, recipients = false, admin = true }\n").unwrap();
+        let n = c.notifications.unwrap();
+        assert!(n.virus.admin && !n.virus.recipients);
+        assert!(parse("").unwrap().notifications.is_none(), "without the section nobody is notified");
+        let n = parse("[notifications]\n").unwrap().notifications.unwrap();
+        assert_eq!(n, portcullis_scan::NotificationsConfig::default(), "an empty section takes every default");
+    }
+
+    #[test]
+    fn disclaimer_over_1000_characters_is_a_config_error_and_1000_are_fine() {
+        let e = parse(&format!("[disclaimer]\ntext = \"{}\"\n", "x".repeat(1001))).unwrap_err().to_string();
+        assert!(e.contains("test.toml") && e.contains("disclaimer.text") && e.contains("1001"), "{e}");
+        let c = parse(&format!("[disclaimer]\ntext = \"{}\"\n", "x".repeat(1000))).unwrap();
+        assert!(c.compile_disclaimer("test.toml").unwrap().is_some());
+        assert!(parse("").unwrap().compile_disclaimer("test.toml").unwrap().is_none(), "no text, no disclaimer");
     }
 
     #[test]

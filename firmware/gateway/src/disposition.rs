@@ -5,10 +5,14 @@
 //! or from the scheduler (after queueing, where a reject becomes a silent drop: the sender may
 //! be forged, so we never bounce).
 //!
-//! Crash argument for rewrites (tag, strip): the rewritten copy is committed as a new queue
-//! entry (durable, then marked scanned) before the original is deleted. A crash in between
-//! leaves both (the original, unscanned, is scanned and rewritten again: a duplicate at worst),
-//! never neither. Quarantine is the same: the store is synced before the queue entry goes.
+//! Crash argument for rewrites (tag, strip, the disclaimer on outbound mail): the rewritten copy
+//! is committed as a new queue entry (durable, then marked scanned) before the original is
+//! deleted. A crash in between leaves both (the original, unscanned, is scanned and rewritten
+//! again: a duplicate at worst), never neither. A copy that was committed but not yet marked
+//! scanned is scanned again; it carries `X-Portcullis-Disclaimer`, so it does not get the
+//! disclaimer twice. Quarantine is the same: the store is synced before the queue entry goes.
+//!
+//! Notifications (`crate::notifications`) are queued once the disposition has been carried out.
 
 use std::sync::Arc;
 
@@ -17,6 +21,8 @@ use portcullis_queue::{self as queue, QueueEntry, QueueId, TrackEvent};
 use portcullis_scan::Action;
 use tokio::io::AsyncWriteExt;
 
+use crate::disclaimer::{self, NoDisclaimer, WithDisclaimer};
+use crate::notifications;
 use crate::quarantine::{QuarantineRecord, QuarantineStore};
 use crate::rewrite::{self, Changes};
 use crate::scan::MessageVerdict;
@@ -155,14 +161,33 @@ pub enum Applied {
     },
 }
 
-/// Carries out the verdict on a committed message. On error the message stays in the queue
-/// unscanned (or held), so the scheduler scans it again later: nothing is delivered unscanned.
+/// Carries out the verdict on a committed message, then queues the notifications about it. On
+/// error the message stays in the queue unscanned (or held), so the scheduler scans it again
+/// later: nothing is delivered unscanned.
 pub async fn apply(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, in_session: bool) -> Result<Applied, String> {
     let id = &entry.id;
     let disposition = plan(verdict, in_session);
     shared.metrics.verdicts.get_or_create(&vec![("verdict", verdict.label())]).inc();
     shared.queue.tracking().event(id, TrackEvent::now("scanned", None, verdict.summary()));
     tracing::info!(queue_id = %id, verdict = verdict.label(), reasons = %verdict.explain().join(" | "), in_session, "scan verdict");
+    // Read now: a reject, drop or quarantine takes the message out of the queue.
+    let notify = if notifications::wanted(shared, verdict) {
+        Some((crate::dsn::original_headers(shared, id).await, notifications::outcome_of(&disposition)))
+    } else {
+        None
+    };
+    let applied = carry_out(shared, entry, verdict, disposition).await?;
+    if let Some((headers, outcome)) = notify {
+        let facts = notifications::facts(entry, &headers, verdict, outcome);
+        let plan = notifications::plan(shared, &facts);
+        notifications::send(shared, entry, plan).await;
+    }
+    Ok(applied)
+}
+
+/// Does what the disposition says, on the queue and the quarantine store.
+async fn carry_out(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, disposition: Disposition) -> Result<Applied, String> {
+    let id = &entry.id;
     let q = &shared.queue;
     match disposition {
         Disposition::Reject { code, enhanced, text } => {
@@ -203,18 +228,7 @@ pub async fn apply(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVe
             Ok(Applied::Quarantined)
         }
         Disposition::Deliver { changes, forward_to } => {
-            let final_id = if changes.is_empty() {
-                q.mark_scanned(id).await.map_err(|e| e.to_string())?;
-                id.clone()
-            } else {
-                let raw = q.read_message(id).await.map_err(|e| e.to_string())?;
-                let rewritten = tokio::task::spawn_blocking(move || rewrite::apply(&raw, &changes)).await.map_err(|e| e.to_string())?;
-                let new = queue_scanned(shared, entry.envelope.clone(), &rewritten).await?;
-                record_copy(shared, entry, &new, &format!("rewritten from {id} ({})", verdict.label()));
-                q.delete_with_reason(id, &format!("replaced by its rewritten copy {}", new.id)).await.map_err(|e| e.to_string())?;
-                tracing::info!(queue_id = %id, new_queue_id = %new.id, "message rewritten for its verdict");
-                new.id
-            };
+            let final_id = prepare_delivery(shared, entry, verdict, changes).await?;
             for to in forward_to {
                 if let Err(e) = forward_copy(shared, entry, &final_id, &to, verdict).await {
                     tracing::error!(queue_id = %id, to = %to, error = %e, "cannot queue the forwarded copy");
@@ -226,18 +240,84 @@ pub async fn apply(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVe
     }
 }
 
-/// Commits a message made by the gateway and marks it scanned (it carries a verdict already).
-async fn queue_scanned(shared: &Shared, envelope: queue::Envelope, content: &[u8]) -> Result<QueueEntry, String> {
+/// Makes a message ready for delivery: the verdict's changes and, on outbound mail, the
+/// disclaimer, in one rewrite. Unchanged, the entry is marked scanned in place; changed, the
+/// rewritten copy is committed (and marked scanned) before the original is deleted.
+async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, changes: Changes) -> Result<QueueId, String> {
+    let id = &entry.id;
+    let q = &shared.queue;
+    let snap = shared.snapshot();
+    let disclaimer = snap.disclaimer.clone().filter(|_| disclaimer::is_outbound(&snap.relay, &entry.envelope));
+    if changes.is_empty() && disclaimer.is_none() {
+        q.mark_scanned(id).await.map_err(|e| e.to_string())?;
+        return Ok(id.clone());
+    }
+    let raw = q.read_message(id).await.map_err(|e| e.to_string())?;
+    let envelope = entry.envelope.clone();
+    let verdict_changes = changes.clone();
+    let (rewritten, with_disclaimer) = tokio::task::spawn_blocking(move || {
+        let rewritten = if verdict_changes.is_empty() { raw } else { rewrite::apply(&raw, &verdict_changes) };
+        let with_disclaimer = disclaimer.map(|d| disclaimer::add(&d, &snap.relay, &envelope, &rewritten));
+        (rewritten, with_disclaimer)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let (content, parts) = match with_disclaimer {
+        Some(Ok(WithDisclaimer { message, parts })) => (message, Some(parts)),
+        Some(Err(NoDisclaimer::NotAdded(why))) => {
+            q.tracking().event(id, TrackEvent::now("disclaimer_not_added", None, why.to_string()));
+            tracing::info!(queue_id = %id, reason = %why, "disclaimer not added");
+            (rewritten, None)
+        }
+        Some(Err(NoDisclaimer::AlreadyAdded)) => {
+            tracing::info!(queue_id = %id, "disclaimer already present; not added again");
+            (rewritten, None)
+        }
+        None => (rewritten, None),
+    };
+    if changes.is_empty() && parts.is_none() {
+        q.mark_scanned(id).await.map_err(|e| e.to_string())?;
+        return Ok(id.clone());
+    }
+    let new = queue_scanned(shared, entry.envelope.clone(), &content).await?;
+    let what = match (changes.is_empty(), parts.is_some()) {
+        (false, true) => format!("{} and disclaimer", verdict.label()),
+        (false, false) => verdict.label().to_string(),
+        (true, _) => "disclaimer".to_string(),
+    };
+    record_copy(shared, entry, &new, &format!("rewritten from {id} ({what})"));
+    if let Some(parts) = &parts {
+        q.tracking().event(id, TrackEvent::now("disclaimer_added", None, format!("{parts}; copy queued as {}", new.id)));
+        tracing::info!(queue_id = %id, new_queue_id = %new.id, parts = %parts, "disclaimer added");
+    }
+    q.delete_with_reason(id, &format!("replaced by its rewritten copy {}", new.id)).await.map_err(|e| e.to_string())?;
+    tracing::info!(queue_id = %id, new_queue_id = %new.id, changes = %what, "message rewritten");
+    Ok(new.id)
+}
+
+/// Commits a message made by the gateway (a rewritten copy, a forwarded copy, a notification)
+/// and marks it scanned: it carries a verdict already, or is our own text. It is claimed while
+/// it is committed and marked, so the scheduler never scans it in between.
+pub(crate) async fn queue_scanned(shared: &Shared, envelope: queue::Envelope, content: &[u8]) -> Result<QueueEntry, String> {
     let q = &shared.queue;
     let mut draft = q.draft(envelope).map_err(|e| e.to_string())?;
+    let new_id = draft.id().clone();
     if let Err(e) = draft.write_all(content).await {
         q.discard(draft).await;
         return Err(format!("cannot write the message: {e}"));
     }
-    let entry = q.commit(draft).await.map_err(|e| e.to_string())?;
+    shared.scan.claim(&new_id);
+    let entry = match q.commit(draft).await {
+        Ok(entry) => entry,
+        Err(e) => {
+            shared.scan.unclaim(&new_id);
+            return Err(e.to_string());
+        }
+    };
     if let Err(e) = q.mark_scanned(&entry.id).await {
         tracing::warn!(queue_id = %entry.id, error = %e, "new message not marked scanned; it is scanned before delivery");
     }
+    shared.scan.unclaim(&new_id);
     Ok(entry)
 }
 
@@ -289,7 +369,7 @@ mod tests {
     use crate::scan::VerdictReason;
 
     fn reason(text: &str, action: Action, carrier: Option<&str>, virus: Option<&str>) -> VerdictReason {
-        VerdictReason { text: text.into(), action, carrier: carrier.map(String::from), virus: virus.map(String::from) }
+        VerdictReason { text: text.into(), action, carrier: carrier.map(String::from), virus: virus.map(String::from), violation: None }
     }
 
     #[test]
@@ -397,9 +477,13 @@ mod tests {
         }
 
         async fn commit(shared: &Shared, content: &[u8]) -> QueueEntry {
+            commit_from(shared, "a@example.com", &["b@example.com"], content).await
+        }
+
+        async fn commit_from(shared: &Shared, sender: &str, recipients: &[&str], content: &[u8]) -> QueueEntry {
             let envelope = queue::Envelope {
-                sender: "a@example.com".into(),
-                recipients: vec!["b@example.com".into()],
+                sender: sender.into(),
+                recipients: recipients.iter().map(|r| r.to_string()).collect(),
                 smtputf8: false,
                 eight_bit: false,
                 received_at: Utc::now(),
@@ -500,6 +584,130 @@ mod tests {
             assert_eq!(copy.envelope.sender, "");
             assert_eq!(copy.envelope.recipients, vec!["sec@example.com".to_string()]);
             assert!(copy.scanned);
+        }
+        /// The entries the gateway queued besides `except`, with their content.
+        async fn others(shared: &Shared, except: &[&QueueId]) -> Vec<(QueueEntry, String)> {
+            let mut out = Vec::new();
+            for e in shared.queue.list().into_iter().filter(|e| !except.contains(&&e.id)) {
+                let text = String::from_utf8(shared.queue.read_message(&e.id).await.unwrap()).unwrap();
+                out.push((e, text));
+            }
+            out
+        }
+
+        fn events(shared: &Shared, id: &QueueId, kind: &str) -> Vec<portcullis_queue::TrackEvent> {
+            shared.queue.tracking().get(id).unwrap().events.into_iter().filter(|e| e.kind == kind).collect()
+        }
+
+        #[tokio::test]
+        async fn virus_verdict_queues_a_notification_to_each_recipient_and_the_admin_from_the_null_sender() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(
+                dir.path(),
+                "[antivirus]\naction = \"quarantine\"\n[notifications]\nadmin = \"security@example.com\"\nvirus = { recipients = true, admin = true }\n",
+            )
+            .await;
+            let entry = commit_from(&shared, "a@example.com", &["b@example.com", "c@example.com"], &mail()).await;
+            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Quarantined);
+            let queued = others(&shared, &[]).await;
+            let mut to: Vec<String> = queued.iter().map(|(e, _)| e.envelope.recipients.join(",")).collect();
+            to.sort();
+            assert_eq!(to, vec!["b@example.com", "c@example.com", "security@example.com"]);
+            for (e, text) in &queued {
+                assert_eq!(e.envelope.sender, "", "notifications go out from the null sender");
+                assert!(e.scanned, "our own notifications are not scanned again");
+                assert!(text.contains("X-Portcullis-Notification: ") && text.contains("Auto-Submitted: auto-replied"), "{text}");
+                assert!(text.contains("Eicar-Test-Signature") && text.contains("quarantined"), "{text}");
+                assert!(text.contains(&entry.id.to_string()), "{text}");
+            }
+            let notified = events(&shared, &entry.id, "notified");
+            assert_eq!(notified.len(), 3, "{notified:?}");
+        }
+
+        #[tokio::test]
+        async fn null_sender_is_never_notified_and_the_suppression_is_recorded() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "[antivirus]\naction = \"drop\"\n[notifications]\nvirus = { sender = true, recipients = false }\n").await;
+            let entry = commit_from(&shared, "", &["b@example.com"], &mail()).await;
+            assert_eq!(scan_and_apply(&shared, &entry, false).await, Applied::Dropped);
+            assert!(shared.queue.list().is_empty(), "nothing may be queued for the null sender");
+            let suppressed = events(&shared, &entry.id, "notification_suppressed");
+            assert_eq!(suppressed.len(), 1, "{suppressed:?}");
+            assert!(suppressed[0].detail.contains("sender") && suppressed[0].detail.contains("null"), "{suppressed:?}");
+        }
+
+        #[tokio::test]
+        async fn message_refused_in_session_notifies_only_the_admin() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "[notifications]\nadmin = \"security@example.com\"\nvirus = { sender = true, recipients = true, admin = true }\n").await;
+            let entry = commit(&shared, &mail()).await;
+            assert!(matches!(scan_and_apply(&shared, &entry, true).await, Applied::Rejected { code: 554, .. }));
+            let queued = others(&shared, &[]).await;
+            assert_eq!(queued.len(), 1);
+            assert_eq!(queued[0].0.envelope.recipients, vec!["security@example.com".to_string()]);
+            assert!(queued[0].1.contains("refused"), "{}", queued[0].1);
+            let suppressed = events(&shared, &entry.id, "notification_suppressed");
+            assert_eq!(suppressed.len(), 2, "sender and recipient: {suppressed:?}");
+            assert!(suppressed.iter().all(|e| e.detail.contains("already told")), "{suppressed:?}");
+        }
+
+        #[tokio::test]
+        async fn clean_message_causes_no_notification() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), "[notifications]\n").await;
+            let entry = commit(&shared, b"Subject: hello\r\n\r\nhi\r\n").await;
+            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Queued(entry.id.clone()));
+            assert!(others(&shared, &[&entry.id]).await.is_empty());
+        }
+
+        const DISCLAIMER: &str = "[relay]\nlocal_domains = [\"example.com\", \"*.corp.example\"]\n[disclaimer]\ntext = \"This message is confidential.\"\n";
+
+        #[tokio::test]
+        async fn outbound_mail_gets_the_disclaimer_once_in_a_rewritten_copy() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), DISCLAIMER).await;
+            let entry = commit_from(&shared, "a@example.com", &["b@example.com", "x@other.test"], b"Subject: hello\r\n\r\nhi there\r\n").await;
+            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else { panic!() };
+            assert_ne!(new_id, entry.id, "the disclaimer is added to a new committed copy");
+            assert!(shared.queue.get(&entry.id).is_none(), "the original is deleted");
+            let new = shared.queue.get(&new_id).unwrap();
+            assert!(new.scanned);
+            assert_eq!(new.envelope.recipients, entry.envelope.recipients);
+            let content = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert!(content.contains("X-Portcullis-Disclaimer: added\r\n"), "{content}");
+            assert!(content.contains("hi there\r\n") && content.contains("This message is confidential."), "{content}");
+            assert_eq!(events(&shared, &entry.id, "disclaimer_added").len(), 1);
+
+            // A rescan of the copy (as after a crash before it was marked scanned) adds nothing.
+            assert_eq!(scan_and_apply(&shared, &new, false).await, Applied::Queued(new_id.clone()));
+            let again = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert_eq!(again, content);
+            assert_eq!(again.matches("This message is confidential.").count(), 1);
+        }
+
+        #[tokio::test]
+        async fn inbound_and_internal_mail_never_get_the_disclaimer() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), DISCLAIMER).await;
+            let raw = b"Subject: hello\r\n\r\nhi there\r\n";
+            for (sender, rcpt) in [("x@other.test", "a@example.com"), ("a@example.com", "b@mail.corp.example"), ("", "x@other.test")] {
+                let entry = commit_from(&shared, sender, &[rcpt], raw).await;
+                assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Queued(entry.id.clone()), "{sender} -> {rcpt}");
+                assert_eq!(shared.queue.read_message(&entry.id).await.unwrap(), raw.to_vec(), "{sender} -> {rcpt}");
+            }
+        }
+
+        #[tokio::test]
+        async fn a_tagged_outbound_message_is_rewritten_once_with_tag_and_disclaimer() {
+            let dir = tempfile::tempdir().unwrap();
+            let toml = format!("{DISCLAIMER}[scan.policy.subjects]\npatterns = [\"*offer*\"]\naction = {{ tag = {{ subject_prefix = \"[SUSPECT]\" }} }}\n");
+            let shared = gateway(dir.path(), &toml).await;
+            let entry = commit_from(&shared, "a@example.com", &["x@other.test"], b"Subject: an offer\r\n\r\nhi there\r\n").await;
+            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else { panic!() };
+            let in_queue: Vec<QueueId> = shared.queue.list().into_iter().filter(|e| e.envelope.sender == "a@example.com").map(|e| e.id).collect();
+            assert_eq!(in_queue, vec![new_id.clone()]);
+            let content = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert!(content.contains("Subject: [SUSPECT] an offer") && content.contains("This message is confidential."), "{content}");
         }
     }
 }

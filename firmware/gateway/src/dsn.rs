@@ -117,8 +117,9 @@ pub async fn send_notice(
     Ok(Some(entry.id))
 }
 
-/// The original message's header section (at most 64 KiB), returned with the notice.
-async fn original_headers(shared: &Shared, id: &QueueId) -> Vec<u8> {
+/// The original message's header section (at most 64 KiB): returned with a notice, and read
+/// by notifications before the message may leave the queue.
+pub(crate) async fn original_headers(shared: &Shared, id: &QueueId) -> Vec<u8> {
     let Some((path, offset)) = shared.queue.message_path(id) else {
         return Vec::new();
     };

@@ -207,6 +207,7 @@ mod tests {
                     action: Action::Quarantine,
                     carrier: None,
                     virus: Some("X".into()),
+                    violation: None,
                 }],
             },
         }

@@ -42,6 +42,12 @@ pub fn header_value(text: &str) -> String {
     }
 }
 
+/// Whether the message's own header section has a field called `name` (case-insensitive).
+pub fn has_header(raw: &[u8], name: &str) -> bool {
+    let end = header_end(raw);
+    header_fields(raw, end).iter().any(|&(a, b)| starts_with_name(&raw[a..b], name))
+}
+
 /// End of the header section: the index just after the empty line (or the message's length).
 fn header_end(raw: &[u8]) -> usize {
     if raw.starts_with(b"\r\n") {
@@ -204,6 +210,13 @@ mod tests {
         assert!(text.starts_with("Received: from x\r\n\tby y; now\r\nX-Portcullis-Verdict: tag\r\nFrom:"), "{text}");
         assert!(text.contains("\r\nSubject: [SPAM] Hello\r\n"), "{text}");
         assert!(text.ends_with("--b1--\r\n"));
+    }
+
+    #[test]
+    fn has_header_looks_only_at_the_message_header() {
+        assert!(has_header(MAIL.as_bytes(), "subject"));
+        assert!(!has_header(MAIL.as_bytes(), "Content-Disposition"));
+        assert!(!has_header(b"From: a@b\r\n\r\nX-Marker: in the body\r\n", "X-Marker"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use portcullis_av::{DetectionMethod, Engine};
 use portcullis_queue::{Queue, QueueEntry, QueueId};
-use portcullis_scan::{Action, CompiledPolicy, Decomposition, Limits, UnscannableAction};
+use portcullis_scan::{Action, CompiledPolicy, Decomposition, Limits, UnscannableAction, Violation, ViolationReport};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, VirusAction};
@@ -38,6 +38,22 @@ pub struct VerdictReason {
     /// The signature name, when the antivirus engine found something.
     #[serde(default)]
     pub virus: Option<String>,
+    /// What kind of violation this is and where, as notifications report it. Absent in records
+    /// written before notifications existed; [`VerdictReason::violation_report`] then guesses.
+    #[serde(default)]
+    pub violation: Option<ViolationReport>,
+}
+
+impl VerdictReason {
+    /// The violation this reason reports, for notifications: the one recorded at scan time, or
+    /// (for older records) a virus when a signature is named and a content violation otherwise.
+    pub fn violation_report(&self) -> ViolationReport {
+        match (&self.violation, &self.virus) {
+            (Some(report), _) => report.clone(),
+            (None, Some(name)) => ViolationReport::virus(name, self.carrier.as_deref()),
+            (None, None) => ViolationReport { violation: Violation::Content, detail: self.text.clone(), part: self.carrier.clone() },
+        }
+    }
 }
 
 /// The scanning stage's decision about one message: the decisive action and every reason.
@@ -153,6 +169,7 @@ impl<'a> Scanners<'a> {
                     action: r.action.clone(),
                     carrier: r.carrier.as_ref().map(|c| c.to_string()),
                     virus: None,
+                    violation: Some(ViolationReport::from_reason(r)),
                 }
             })
             .collect();
@@ -197,7 +214,18 @@ impl<'a> Scanners<'a> {
                 UnscannableAction::Drop => Action::Drop,
                 UnscannableAction::Hold => Action::Hold,
             };
-            return VerdictReason { text: format!("unscannable: antivirus scan incomplete ({name}) in {place}"), action, carrier, virus: None };
+            let violation = ViolationReport {
+                violation: Violation::Unscannable,
+                detail: format!("antivirus scan incomplete ({name})"),
+                part: Some(place.to_string()),
+            };
+            return VerdictReason {
+                text: format!("unscannable: antivirus scan incomplete ({name}) in {place}"),
+                action,
+                carrier,
+                virus: None,
+                violation: Some(violation),
+            };
         }
         let action = match self.virus_action {
             VirusAction::Reject => Action::Reject,
@@ -208,7 +236,13 @@ impl<'a> Scanners<'a> {
             VirusAction::Drop => Action::Drop,
             VirusAction::Log => Action::Log,
         };
-        VerdictReason { text: format!("virus {name} found in {place}"), action, carrier, virus: Some(name.to_string()) }
+        VerdictReason {
+            text: format!("virus {name} found in {place}"),
+            action,
+            carrier,
+            virus: Some(name.to_string()),
+            violation: Some(ViolationReport::virus(name, Some(place))),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::alerts::{Alert, Alerter, Delivery, compose_mail};
 use crate::config::{Config, ConfigError};
 use portcullis_av::Engine;
-use portcullis_scan::CompiledPolicy;
+use portcullis_scan::{CompiledNotifications, CompiledPolicy, Disclaimer};
 use crate::relay::RelayPolicy;
 use crate::scan::ScanStage;
 
@@ -28,6 +28,11 @@ pub struct Snapshot {
     /// The antivirus engine. Loaded once at start-up and carried over by reloads; a definitions
     /// update swaps in a new `Arc`, so no scan sees half old, half new signatures.
     pub engine: Arc<Engine>,
+    /// The notification settings, checked once per configuration; `None` without a
+    /// `[notifications]` section (nobody is notified).
+    pub notifications: Option<Arc<CompiledNotifications>>,
+    /// The disclaimer for outbound mail, `None` when `disclaimer.text` is empty.
+    pub disclaimer: Option<Arc<Disclaimer>>,
 }
 
 impl Snapshot {
@@ -39,12 +44,21 @@ impl Snapshot {
             &config.smtp.reject_address_chars,
         );
         let policy = Arc::new(config.compile_policy("configuration")?);
-        Ok(Snapshot { config, relay, policy, engine })
+        let notifications = config.compile_notifications("configuration")?.map(Arc::new);
+        let disclaimer = config.compile_disclaimer("configuration")?.map(Arc::new);
+        Ok(Snapshot { config, relay, policy, engine, notifications, disclaimer })
     }
 
     /// The same configuration with another antivirus engine (a definitions update).
     pub fn with_engine(&self, engine: Arc<Engine>) -> Snapshot {
-        Snapshot { config: self.config.clone(), relay: self.relay.clone(), policy: self.policy.clone(), engine }
+        Snapshot {
+            config: self.config.clone(),
+            relay: self.relay.clone(),
+            policy: self.policy.clone(),
+            engine,
+            notifications: self.notifications.clone(),
+            disclaimer: self.disclaimer.clone(),
+        }
     }
 }
 
