@@ -44,6 +44,12 @@ fn policy() -> &'static CompiledPolicy {
 }
 
 fuzz_target!(|raw: &[u8]| {
+    // libfuzzer-sys installs a panic hook that aborts on every panic, even one the decomposer
+    // catches on purpose (it contains mail-parser panics with catch_unwind). Restore the default
+    // hook once: a panic that escapes `decompose` still reaches libfuzzer-sys's own catch_unwind
+    // and is reported as a crash.
+    static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let decomposition = decompose(raw, &limits());
     let verdict = policy().evaluate(&decomposition);
     let _ = verdict.explain();
