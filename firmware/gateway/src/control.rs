@@ -452,13 +452,9 @@ impl Control {
         // original arrival (the quarantine record keeps that).
         let mut envelope = record.envelope.clone();
         envelope.received_at = chrono::Utc::now();
-        let mut draft = q.draft(envelope).map_err(|e| e.to_string())?;
-        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut draft, &raw).await {
-            q.discard(draft).await;
-            return Err(format!("cannot write the message to the queue: {e}"));
-        }
-        let entry = q.commit(draft).await.map_err(|e| e.to_string())?;
-        q.mark_scanned(&entry.id).await.map_err(|e| e.to_string())?;
+        // Claimed while committed and marked scanned, so the scheduler cannot scan the released
+        // copy in between and quarantine it again.
+        let entry = crate::disposition::queue_scanned(&self.shared, envelope, &raw).await?;
         q.tracking().record_message(&portcullis_queue::MessageRecord {
             queue_id: entry.id.clone(),
             received_at: entry.envelope.received_at,
