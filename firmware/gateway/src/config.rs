@@ -80,6 +80,8 @@ pub struct Config {
     pub scan: ScanSection,
     /// The antivirus engine and what happens to infected messages.
     pub antivirus: AntivirusSection,
+    /// The quarantine store.
+    pub quarantine: QuarantineSection,
     /// Automatic antivirus definitions updates over HTTP(S).
     pub definitions: DefinitionsSection,
     /// Who is told when the policy or the antivirus objects to a message, and with which
@@ -137,6 +139,21 @@ pub struct AntivirusSection {
 impl Default for AntivirusSection {
     fn default() -> Self {
         AntivirusSection { enabled: true, definitions_dir: PathBuf::new(), action: VirusAction::Reject }
+    }
+}
+
+/// `[quarantine]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineSection {
+    /// Quarantined messages older than this are deleted by housekeeping; `"0s"` keeps them.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for QuarantineSection {
+    fn default() -> Self {
+        QuarantineSection { retention: Duration::from_secs(30 * 24 * 3600) }
     }
 }
 
@@ -504,6 +521,7 @@ impl Default for Config {
             log: portcullis_logging::LogConfig::default(),
             scan: ScanSection::default(),
             antivirus: AntivirusSection::default(),
+            quarantine: QuarantineSection::default(),
             definitions: DefinitionsSection::default(),
             notifications: None,
             disclaimer: portcullis_scan::DisclaimerConfig::default(),

@@ -13,7 +13,7 @@ use crate::alerts::{Alert, AlertKind};
 use crate::state::Shared;
 use crate::supervise::Heartbeat;
 
-/// How often log files past their retention are deleted.
+/// How often log files and quarantined messages past their retention are deleted.
 const LOG_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Free and total space of the file system holding `path`.
@@ -68,12 +68,14 @@ pub fn memory_available_percent() -> Option<f64> {
 
 /// The housekeeping part: runs until `shutdown`.
 pub async fn run(shared: Arc<Shared>, hb: Heartbeat, shutdown: CancellationToken) -> Result<(), String> {
-    let mut last_prune = tokio::time::Instant::now();
+    // The first round runs at start-up, then hourly.
+    let mut last_prune = tokio::time::Instant::now() - LOG_PRUNE_INTERVAL;
     loop {
         hb.beat();
         check_once(&shared);
         if last_prune.elapsed() >= LOG_PRUNE_INTERVAL {
             last_prune = tokio::time::Instant::now();
+            expire_quarantine(&shared).await;
             if let Some(log) = &shared.log {
                 match log.prune_old_files(std::time::SystemTime::now()) {
                     Ok(0) => {}
@@ -87,6 +89,23 @@ pub async fn run(shared: Arc<Shared>, hb: Heartbeat, shutdown: CancellationToken
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+/// Deletes quarantined messages past `quarantine.retention`.
+async fn expire_quarantine(shared: &Arc<Shared>) {
+    let config = &shared.snapshot().config;
+    let retention = config.quarantine.retention;
+    if retention.is_zero() {
+        return;
+    }
+    let store = crate::quarantine::QuarantineStore::new(&config.quarantine_dir());
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
+    match tokio::task::spawn_blocking(move || store.expire(cutoff)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(expired = n, "quarantined messages past their retention deleted"),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot expire quarantined messages"),
+        Err(e) => tracing::error!(error = %e, "quarantine expiry task failed"),
     }
 }
 

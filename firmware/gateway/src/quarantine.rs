@@ -136,6 +136,21 @@ impl QuarantineStore {
         std::fs::read(&path).map_err(io_err("read", &path))
     }
 
+    /// Deletes every message quarantined before `cutoff`; returns how many. The retention
+    /// period is the admin's promise of how long evidence is kept, and the bound on the disk
+    /// the quarantine can take.
+    pub fn expire(&self, cutoff: DateTime<Utc>) -> Result<usize, QuarantineError> {
+        let mut removed = 0;
+        for record in self.list()? {
+            if record.quarantined_at < cutoff {
+                self.delete(&record.id)?;
+                tracing::info!(quarantine_id = %record.id, quarantined_at = %record.quarantined_at, "quarantined message expired");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes a message: record first (so it is no longer listed), then content, then the
     /// directory is synced.
     pub fn delete(&self, id: &str) -> Result<(), QuarantineError> {
@@ -252,5 +267,22 @@ mod tests {
         let id = QueueId::generate().to_string();
         std::fs::write(dir.path().join(format!("{id}.eml")), b"half-written").unwrap();
         assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn expire_deletes_only_messages_quarantined_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = QuarantineStore::new(dir.path());
+        let old_id = QueueId::generate().to_string();
+        let new_id = QueueId::generate().to_string();
+        let mut old = record(&old_id);
+        old.quarantined_at = Utc::now() - chrono::Duration::days(40);
+        store.put(&old, b"old").unwrap();
+        store.put(&record(&new_id), b"new").unwrap();
+        let removed = store.expire(Utc::now() - chrono::Duration::days(30)).unwrap();
+        assert_eq!(removed, 1);
+        let left: Vec<String> = store.list().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(left, vec![new_id]);
+        assert!(!dir.path().join(format!("{old_id}.eml")).exists());
     }
 }

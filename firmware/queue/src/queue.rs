@@ -524,7 +524,14 @@ impl Queue {
     }
 
     async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.db.flush_async().await.map_err(|e| self.state_error(e))?;
+        // sled's own flush_async can stall when many tasks flush at once (seen here with 20
+        // concurrent delivery attempts after a restart: every one waited forever), so the
+        // blocking flush runs on tokio's blocking pool instead.
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| QueueError::State(format!("flush task failed: {e}")))?
+            .map_err(|e| self.state_error(e))?;
         Ok(())
     }
 
