@@ -263,7 +263,10 @@ pub async fn run(
         shared.alert(Alert::new(AlertKind::SuspectMessageHeld, id.to_string(), format!("message {id} held as suspect at start-up"), "It was being processed during repeated crashes."));
     }
 
-    let mut health_tick = tokio::time::interval(Duration::from_secs(1));
+    // Check health at least twice per pet interval, and pet when the interval is due within half
+    // a tick, so tick jitter never stretches the time between pets to two intervals.
+    let tick = (pet_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut health_tick = tokio::time::interval(tick);
     let mut last_pet = tokio::time::Instant::now() - pet_interval;
     loop {
         tokio::select! {
@@ -274,7 +277,7 @@ pub async fn run(
             _ = health_tick.tick() => {
                 // Pet only while every part is healthy: a stuck or crash-looping gateway must
                 // end in a restart (systemd) or a reboot (hardware), not limp on unnoticed.
-                if supervisor.check() && last_pet.elapsed() >= pet_interval {
+                if supervisor.check() && last_pet.elapsed() + tick / 2 >= pet_interval {
                     last_pet = tokio::time::Instant::now();
                     if systemd_watchdog.is_some() {
                         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
