@@ -1,6 +1,7 @@
 //! One pass over a message: MIME parts, attached messages and containers, all under [`Limits`].
 
 mod containers;
+mod uu;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -233,6 +234,33 @@ impl Walker<'_> {
             (part.path.clone(), part.carrier.clone(), part.bytes.clone(), part.depth, part.file_name.clone());
         self.out.parts.push(part);
         if !open {
+            return true;
+        }
+        // uuencoded files (x-uuencode parts, or inline in a text body) are members of the part.
+        if matches!(true_type, FileType::Text) && bytes.windows(6).any(|w| w == b"begin ") {
+            if depth + 1 > self.limits.max_depth {
+                self.finding(Finding::LimitExceeded { limit: LimitHit::Depth { limit: self.limits.max_depth }, path });
+                return true;
+            }
+            for file in uu::find(&bytes, self.limits.max_files as usize) {
+                if self.halted {
+                    break;
+                }
+                let name = sanitize_name(&file.name);
+                self.add_part_inner(
+                    PartSpec {
+                        path: path.child(&format!("uuencoded \"{name}\"")),
+                        carrier: carrier.clone(),
+                        file_name: Some(name),
+                        declared_type: None,
+                        bytes: Bytes::from(file.bytes),
+                        depth: depth + 1,
+                        role: PartRole::Member,
+                        text: None,
+                    },
+                    true,
+                );
+            }
             return true;
         }
         if true_type.is_unopened_container() {
