@@ -31,23 +31,13 @@ fn with_attachment(from: &str, to: &str, subject: &str, name: &str, content: &[u
     .into_bytes()
 }
 
+/// Base64 in 76-column lines, as MIME wants it.
 fn base64_lines(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
     let mut lines = String::new();
-    for line in out.as_bytes().chunks(76) {
-        lines.push_str(std::str::from_utf8(line).unwrap());
+    for line in encoded.as_bytes().chunks(76) {
+        lines.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
         lines.push_str("\r\n");
     }
     lines

@@ -172,18 +172,12 @@ pub async fn run(
 
     let server = Arc::new(Server::new(server_rx, Arc::new(Inbound::new(shared.clone()))));
     for (addr, listener) in listeners {
-        // The first run uses the socket bound above (so a bad address stops start-up with a
-        // clear error); a restart binds the address again.
-        let first = Arc::new(std::sync::Mutex::new(Some(listener)));
+        let slot = ListenerSlot::new(addr, listener);
         let server = server.clone();
         supervisor.spawn(format!("smtp {addr}"), None, move |_hb, token| {
-            let (server, first) = (server.clone(), first.clone());
+            let (server, slot) = (server.clone(), slot.clone());
             async move {
-                let taken = first.lock().expect("listener slot").take();
-                let listener = match taken {
-                    Some(l) => l,
-                    None => tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?,
-                };
+                let listener = slot.take_or_bind().await?;
                 server.serve(listener, token, grace).await;
                 Ok(())
             }
@@ -223,18 +217,12 @@ pub async fn run(
     supervisor.spawn("definitions", None, move |_hb, token| updater.clone().run(token));
 
     if let Some(listener) = metrics_listener {
-        let first = Arc::new(std::sync::Mutex::new(Some(listener)));
+        let slot = ListenerSlot::new(metrics_addr, listener);
         let shared = shared.clone();
         supervisor.spawn(format!("metrics {metrics_addr}"), None, move |_hb, token| {
-            let (first, shared) = (first.clone(), shared.clone());
+            let (slot, shared) = (slot.clone(), shared.clone());
             async move {
-                let taken = first.lock().expect("listener slot").take();
-                let listener = match taken {
-                    Some(l) => l,
-                    None => tokio::net::TcpListener::bind(metrics_addr)
-                        .await
-                        .map_err(|e| format!("cannot listen on {metrics_addr}: {e}"))?,
-                };
+                let listener = slot.take_or_bind().await?;
                 crate::metrics::serve(listener, shared, token).await.map_err(|e| e.to_string())
             }
         });
@@ -305,6 +293,30 @@ pub async fn run(
     let _ = std::fs::remove_file(&marker);
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// A supervised listener's socket: the first run uses the one bound at start-up (so a bad
+/// address stops start-up with a clear error); a restart binds the address again.
+#[derive(Clone)]
+struct ListenerSlot {
+    addr: SocketAddr,
+    first: Arc<std::sync::Mutex<Option<tokio::net::TcpListener>>>,
+}
+
+impl ListenerSlot {
+    fn new(addr: SocketAddr, listener: tokio::net::TcpListener) -> ListenerSlot {
+        ListenerSlot { addr, first: Arc::new(std::sync::Mutex::new(Some(listener))) }
+    }
+
+    async fn take_or_bind(&self) -> Result<tokio::net::TcpListener, String> {
+        let taken = self.first.lock().expect("listener slot").take();
+        match taken {
+            Some(l) => Ok(l),
+            None => tokio::net::TcpListener::bind(self.addr)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", self.addr)),
+        }
+    }
 }
 
 /// Opens the configured hardware watchdog. A watchdog that cannot be opened is an alert, not a

@@ -455,20 +455,8 @@ impl Control {
         // Claimed while committed and marked scanned, so the scheduler cannot scan the released
         // copy in between and quarantine it again.
         let entry = crate::disposition::queue_scanned(&self.shared, envelope, &raw).await?;
-        q.tracking().record_message(&portcullis_queue::MessageRecord {
-            queue_id: entry.id.clone(),
-            received_at: entry.envelope.received_at,
-            client_ip: entry.envelope.client.as_ref().map(|c| c.ip),
-            helo: entry.envelope.client.as_ref().and_then(|c| c.helo.clone()),
-            tls: entry.envelope.client.as_ref().and_then(|c| c.tls.clone()),
-            sender: entry.envelope.sender.clone(),
-            recipients: entry.envelope.recipients.clone(),
-            size: entry.size,
-            message_id: entry.message_id.clone(),
-            subject: entry.subject.clone(),
-            events: vec![portcullis_queue::TrackEvent::now("released", None, format!("released from quarantine (was {id})"))],
-            outcome: None,
-        });
+        // The queue started the tracking record at commit; say where this copy came from.
+        q.tracking().event(&entry.id, portcullis_queue::TrackEvent::now("released", None, format!("released from quarantine (was {id})")));
         let store = self.quarantine();
         let name = id.to_string();
         match tokio::task::spawn_blocking(move || store.delete(&name)).await {

@@ -285,7 +285,7 @@ async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &Me
         (false, false) => verdict.label().to_string(),
         (true, _) => "disclaimer".to_string(),
     };
-    record_copy(shared, entry, &new, &format!("rewritten from {id} ({what})"));
+    record_copy(shared, &new, &format!("rewritten from {id} ({what})"));
     if let Some(parts) = &parts {
         q.tracking().event(id, TrackEvent::now("disclaimer_added", None, format!("{parts}; copy queued as {}", new.id)));
         tracing::info!(queue_id = %id, new_queue_id = %new.id, parts = %parts, "disclaimer added");
@@ -321,22 +321,10 @@ pub(crate) async fn queue_scanned(shared: &Shared, envelope: queue::Envelope, co
     Ok(entry)
 }
 
-/// Starts the tracking record of a message the gateway made from `original`.
-fn record_copy(shared: &Shared, original: &QueueEntry, new: &QueueEntry, detail: &str) {
-    shared.queue.tracking().record_message(&queue::MessageRecord {
-        queue_id: new.id.clone(),
-        received_at: new.envelope.received_at,
-        client_ip: new.envelope.client.as_ref().map(|c| c.ip),
-        helo: new.envelope.client.as_ref().and_then(|c| c.helo.clone()),
-        tls: new.envelope.client.as_ref().and_then(|c| c.tls.clone()),
-        sender: new.envelope.sender.clone(),
-        recipients: new.envelope.recipients.clone(),
-        size: new.size,
-        message_id: original.message_id.clone(),
-        subject: new.subject.clone(),
-        events: vec![TrackEvent::now("received", None, detail)],
-        outcome: None,
-    });
+/// Notes on the tracking record of a message the gateway made from another one why it exists
+/// (the queue started the record itself at commit).
+fn record_copy(shared: &Shared, new: &QueueEntry, detail: &str) {
+    shared.queue.tracking().event(&new.id, TrackEvent::now("received", None, detail));
 }
 
 /// Queues a copy of the (possibly rewritten) message to `to`, from the null sender so it can
@@ -357,7 +345,7 @@ async fn forward_copy(shared: &Arc<Shared>, original: &QueueEntry, source: &Queu
         client: None,
     };
     let copy = queue_scanned(shared, envelope, &content).await?;
-    record_copy(shared, original, &copy, &format!("copy of {} forwarded for its verdict", original.id));
+    record_copy(shared, &copy, &format!("copy of {} forwarded for its verdict", original.id));
     shared.queue.tracking().event(&original.id, TrackEvent::now("forwarded", Some(to), format!("copy queued as {}", copy.id)));
     tracing::info!(queue_id = %original.id, copy_queue_id = %copy.id, to, "copy forwarded");
     Ok(())

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use portcullis_queue::{Envelope, QueueEntry, QueueId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::state::Shared;
 
@@ -38,10 +38,7 @@ pub enum Notice {
 pub enum NoticeError {
     /// Storing the notice in the queue failed.
     #[error("cannot queue the notice: {0}")]
-    Queue(#[from] portcullis_queue::QueueError),
-    /// Writing the notice failed.
-    #[error("cannot write the notice: {0}")]
-    Io(#[from] std::io::Error),
+    Queue(String),
 }
 
 /// Extracts the RFC 3463 status from a reply text, or a generic one for the class.
@@ -93,12 +90,8 @@ pub async fn send_notice(
         received_at: Utc::now(),
         client: None,
     };
-    let mut draft = shared.queue.draft(envelope)?;
-    if let Err(e) = draft.write_all(&text).await {
-        shared.queue.discard(draft).await;
-        return Err(e.into());
-    }
-    let entry = shared.queue.commit(draft).await?;
+    // Our own notice: queued already marked scanned, like every message the gateway makes.
+    let entry = crate::disposition::queue_scanned(shared, envelope, &text).await.map_err(NoticeError::Queue)?;
     let kind = match notice {
         Notice::Failure => "dsn_sent",
         Notice::Delay { .. } => "delay_notice_sent",

@@ -96,7 +96,7 @@ impl MailHandler for Inbound {
         Ok(draft)
     }
 
-    async fn end_body(&self, session: &SessionInfo, envelope: &Envelope, body: queue::Draft) -> Reply {
+    async fn end_body(&self, session: &SessionInfo, _envelope: &Envelope, body: queue::Draft) -> Reply {
         let id = body.id().clone();
         // Claimed before the commit, so the scheduler never sees the message unclaimed and
         // unscanned while this session is still deciding about it.
@@ -109,11 +109,11 @@ impl MailHandler for Inbound {
                 return storage_reply(&e);
             }
         };
-        record_received(&self.shared, session, &entry);
+        // The queue started the tracking record at commit, with the client, HELO and TLS from the
+        // envelope: nothing more to write here on the hot path.
         self.shared.metrics.messages_received.inc();
         let reply = self.scan_and_dispose(session, &entry).await;
         self.shared.scan.unclaim(&id);
-        let _ = envelope;
         self.shared.queue.notify_new().notify_one();
         reply
     }
@@ -193,30 +193,6 @@ impl Inbound {
             }
         }
     }
-}
-
-/// Writes the message's first tracking record.
-fn record_received(shared: &Shared, session: &SessionInfo, entry: &queue::QueueEntry) {
-    let tracking = shared.queue.tracking();
-    tracking.record_message(&queue::MessageRecord {
-        queue_id: entry.id.clone(),
-        received_at: entry.envelope.received_at,
-        client_ip: Some(session.peer.ip()),
-        helo: session.helo.clone(),
-        tls: session.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher)),
-        sender: entry.envelope.sender.clone(),
-        recipients: entry.envelope.recipients.clone(),
-        size: entry.size,
-        message_id: entry.message_id.clone(),
-        subject: entry.subject.clone(),
-        events: vec![queue::TrackEvent {
-            at: Utc::now(),
-            kind: "received".into(),
-            recipient: None,
-            detail: format!("from {} [{}]", session.helo.as_deref().unwrap_or("unknown"), session.peer.ip()),
-        }],
-        outcome: None,
-    });
 }
 
 /// Maps a storage failure to a reply that makes the client keep the message and retry.

@@ -170,16 +170,7 @@ impl Shared {
                 received_at: chrono::Utc::now(),
                 client: None,
             };
-            let result = async {
-                let mut draft = me.queue.draft(envelope).map_err(|e| e.to_string())?;
-                if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut draft, &text).await {
-                    me.queue.discard(draft).await;
-                    return Err(format!("cannot write the alert mail: {e}"));
-                }
-                me.queue.commit(draft).await.map_err(|e| e.to_string())
-            }
-            .await;
-            match result {
+            match crate::disposition::queue_scanned(&me, envelope, &text).await {
                 Ok(entry) => {
                     tracing::info!(queue_id = %entry.id, kind = ?alert.kind, "alert mail queued");
                     me.queue.notify_new().notify_one();

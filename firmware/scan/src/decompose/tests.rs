@@ -515,19 +515,7 @@ fn a_uuencoded_executable_in_a_text_body_is_a_member_with_its_true_type() {
     let mut exe = b"MZ\x90\x00\x03\x00\x00\x00".to_vec();
     exe.extend(std::iter::repeat_n(0u8, 120));
     exe[0x3c] = 0x40;
-    let mut encoded = String::from("begin 644 invoice.exe\r\n");
-    for chunk in exe.chunks(45) {
-        let ch = |v: u8| if v == 0 { '`' } else { (v + b' ') as char };
-        encoded.push(ch(chunk.len() as u8));
-        for g in chunk.chunks(3) {
-            let b = [g[0], *g.get(1).unwrap_or(&0), *g.get(2).unwrap_or(&0)];
-            for v in [b[0] >> 2, (b[0] & 3) << 4 | b[1] >> 4, (b[1] & 15) << 2 | b[2] >> 6, b[2] & 63] {
-                encoded.push(ch(v));
-            }
-        }
-        encoded.push_str("\r\n");
-    }
-    encoded.push_str("`\r\nend\r\n");
+    let encoded = super::uu::encode("invoice.exe", &exe).replace('\n', "\r\n");
     let raw = format!(
         "From: a@b.test\r\nSubject: old school\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n{encoded}"
     );

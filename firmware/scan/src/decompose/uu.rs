@@ -66,27 +66,28 @@ fn decode_line(chars: &[u8], n: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// A plain uuencoder for the tests (the `uuencode` utility's format).
+#[cfg(test)]
+pub(super) fn encode(name: &str, data: &[u8]) -> String {
+    let ch = |v: u8| if v == 0 { '`' } else { (v + b' ') as char };
+    let mut out = format!("begin 644 {name}\n");
+    for chunk in data.chunks(45) {
+        out.push(ch(chunk.len() as u8));
+        for group in chunk.chunks(3) {
+            let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+            for v in [b[0] >> 2, (b[0] & 3) << 4 | b[1] >> 4, (b[1] & 15) << 2 | b[2] >> 6, b[2] & 63] {
+                out.push(ch(v));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("`\nend\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A plain uuencoder for the tests (the `uuencode` utility's format).
-    pub(crate) fn encode(name: &str, data: &[u8]) -> String {
-        let ch = |v: u8| if v == 0 { '`' } else { (v + b' ') as char };
-        let mut out = format!("begin 644 {name}\n");
-        for chunk in data.chunks(45) {
-            out.push(ch(chunk.len() as u8));
-            for group in chunk.chunks(3) {
-                let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
-                for v in [b[0] >> 2, (b[0] & 3) << 4 | b[1] >> 4, (b[1] & 15) << 2 | b[2] >> 6, b[2] & 63] {
-                    out.push(ch(v));
-                }
-            }
-            out.push('\n');
-        }
-        out.push_str("`\nend\n");
-        out
-    }
 
     #[test]
     fn a_uuencoded_block_decodes_to_the_original_bytes_and_name() {
