@@ -48,10 +48,13 @@ impl Watchdog {
     /// Opens (and thereby arms) the device and asks for `timeout`. A path that is not a real
     /// watchdog (a plain file or FIFO in tests) is accepted: the timeout request is then skipped.
     pub fn open(path: &Path, timeout: Duration) -> Result<Watchdog, WatchdogError> {
-        let file = OpenOptions::new().write(true).open(path).map_err(|source| WatchdogError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|source| WatchdogError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut secs = timeout.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
         // SAFETY: the ioctl reads and writes one int through a valid pointer on an open fd.
         let set = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT as _, &mut secs) };
@@ -59,13 +62,21 @@ impl Watchdog {
             let mut got: libc::c_int = 0;
             // SAFETY: as above.
             let r = unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_GETTIMEOUT as _, &mut got) };
-            Some(Duration::from_secs(if r == 0 { got.max(1) as u64 } else { secs as u64 }))
+            Some(Duration::from_secs(if r == 0 {
+                got.max(1) as u64
+            } else {
+                secs as u64
+            }))
         } else {
             tracing::warn!(device = %path.display(), "watchdog device did not accept a timeout (not a hardware watchdog?)");
             None
         };
         tracing::info!(device = %path.display(), timeout_s = effective.map(|d| d.as_secs()), "hardware watchdog armed");
-        Ok(Watchdog { path: path.to_path_buf(), file: Some(file), timeout: effective })
+        Ok(Watchdog {
+            path: path.to_path_buf(),
+            file: Some(file),
+            timeout: effective,
+        })
     }
 
     /// The timeout the device runs with, if it reported one.
@@ -88,7 +99,10 @@ impl Watchdog {
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), WatchdogError> {
         let path = self.path.clone();
-        let file = self.file.as_mut().expect("watchdog file is open until close");
+        let file = self
+            .file
+            .as_mut()
+            .expect("watchdog file is open until close");
         file.write_all(bytes)
             .and_then(|_| file.flush())
             .map_err(|source| WatchdogError::Io { path, source })
@@ -114,7 +128,8 @@ mod tests {
 
     #[test]
     fn missing_device_is_an_error_naming_the_path() {
-        let e = Watchdog::open(Path::new("/nonexistent/watchdog0"), Duration::from_secs(5)).unwrap_err();
+        let e = Watchdog::open(Path::new("/nonexistent/watchdog0"), Duration::from_secs(5))
+            .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/watchdog0"), "{e}");
     }
 }

@@ -145,7 +145,10 @@ impl Daemon {
     /// Like [`Daemon::start`], with extra environment variables for the daemon.
     pub fn start_with_env(config: GatewayConfig, env: &[(&str, &str)]) -> Daemon {
         let launch = Launch {
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Launch::default()
         };
         Daemon::start_with_launch(config, &[], launch)
@@ -225,7 +228,12 @@ impl Daemon {
         };
         let child = die_with_parent(
             command
-                .envs(self.launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .envs(
+                    self.launch
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
                 .arg("run")
                 .arg("--config")
                 .arg(&self.config_path)

@@ -11,7 +11,9 @@ const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-
 
 fn send_from(gateway: &Daemon, from: &str, to: &[&str], message: &[u8]) -> Reply {
     let mut client = SmtpClient::greeted(gateway.smtp_port());
-    let reply = client.send_message(from, to, message).expect("SMTP exchange");
+    let reply = client
+        .send_message(from, to, message)
+        .expect("SMTP exchange");
     client.quit();
     reply
 }
@@ -47,10 +49,18 @@ fn base64_lines(data: &[u8]) -> String {
 /// else arrived" can be asserted without sleeping.
 fn settle(gateway: &Daemon, sink: &Sink) -> Vec<SinkMessage> {
     let marker = simple_message("alice@origin.test", "bob@remote.test", "marker", "clean\n");
-    assert_eq!(send_from(gateway, "alice@origin.test", &["bob@remote.test"], &marker).code, 250);
-    sink.wait_for_message("the marker", WAIT, |m| m.header("Subject").as_deref() == Some("marker"));
+    assert_eq!(
+        send_from(gateway, "alice@origin.test", &["bob@remote.test"], &marker).code,
+        250
+    );
+    sink.wait_for_message("the marker", WAIT, |m| {
+        m.header("Subject").as_deref() == Some("marker")
+    });
     gateway.wait_queue_empty(WAIT);
-    sink.messages().into_iter().filter(|m| m.header("Subject").as_deref() != Some("marker")).collect()
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.header("Subject").as_deref() != Some("marker"))
+        .collect()
 }
 
 #[test]
@@ -62,12 +72,28 @@ fn a_blocked_subject_is_refused_in_the_session_with_the_rule_named() {
             .set("scan.policy.subjects.patterns", vec!["*you win*"])
             .set("scan.policy.subjects.action", "reject"),
     );
-    let message = simple_message("alice@origin.test", "bob@remote.test", "Congratulations, you win", "claim now\n");
-    let reply = send_from(&gateway, "alice@origin.test", &["bob@remote.test"], &message);
+    let message = simple_message(
+        "alice@origin.test",
+        "bob@remote.test",
+        "Congratulations, you win",
+        "claim now\n",
+    );
+    let reply = send_from(
+        &gateway,
+        "alice@origin.test",
+        &["bob@remote.test"],
+        &message,
+    );
     assert_eq!(reply.code, 550, "{reply}");
     assert_eq!(reply.enhanced(), Some("5.7.1"));
-    assert!(reply.text().contains("*you win*"), "the reply must name the rule: {reply}");
-    assert!(settle(&gateway, &sink).is_empty(), "the refused message was delivered");
+    assert!(
+        reply.text().contains("*you win*"),
+        "the reply must name the rule: {reply}"
+    );
+    assert!(
+        settle(&gateway, &sink).is_empty(),
+        "the refused message was delivered"
+    );
     assert!(gateway.queue_list().is_empty());
 }
 
@@ -75,15 +101,35 @@ fn a_blocked_subject_is_refused_in_the_session_with_the_rule_named() {
 fn a_blocked_attachment_name_is_stripped_and_the_rest_delivered() {
     let sink = Sink::start();
     let gateway = Daemon::start(GatewayConfig::new().relay_to(&sink));
-    let message = with_attachment("alice@origin.test", "bob@remote.test", "script inside", "tool.vbs", b"MsgBox \"hi\"\r\n");
-    let reply = send_from(&gateway, "alice@origin.test", &["bob@remote.test"], &message);
+    let message = with_attachment(
+        "alice@origin.test",
+        "bob@remote.test",
+        "script inside",
+        "tool.vbs",
+        b"MsgBox \"hi\"\r\n",
+    );
+    let reply = send_from(
+        &gateway,
+        "alice@origin.test",
+        &["bob@remote.test"],
+        &message,
+    );
     assert_eq!(reply.code, 250, "{reply}");
     let delivered = settle(&gateway, &sink);
     assert_eq!(delivered.len(), 1);
     let text = delivered[0].text();
-    assert!(text.contains("Please see the attachment."), "the clean part is kept:\n{text}");
-    assert!(!text.contains("filename=\"tool.vbs\""), "the blocked attachment is still there:\n{text}");
-    assert!(delivered[0].header("X-Portcullis-Verdict").is_some(), "no verdict header:\n{text}");
+    assert!(
+        text.contains("Please see the attachment."),
+        "the clean part is kept:\n{text}"
+    );
+    assert!(
+        !text.contains("filename=\"tool.vbs\""),
+        "the blocked attachment is still there:\n{text}"
+    );
+    assert!(
+        delivered[0].header("X-Portcullis-Verdict").is_some(),
+        "no verdict header:\n{text}"
+    );
 }
 
 #[test]
@@ -95,18 +141,50 @@ fn a_virus_notification_reaches_the_recipient_from_the_null_sender() {
             .set("antivirus.action", "quarantine")
             .set("notifications.virus.recipients", true),
     );
-    let message = with_attachment("alice@origin.test", "bob@remote.test", "quarantine me", "eicar.txt", EICAR.as_bytes());
-    assert_eq!(send_from(&gateway, "alice@origin.test", &["bob@remote.test"], &message).code, 250);
+    let message = with_attachment(
+        "alice@origin.test",
+        "bob@remote.test",
+        "quarantine me",
+        "eicar.txt",
+        EICAR.as_bytes(),
+    );
+    assert_eq!(
+        send_from(
+            &gateway,
+            "alice@origin.test",
+            &["bob@remote.test"],
+            &message
+        )
+        .code,
+        250
+    );
     let delivered = settle(&gateway, &sink);
-    assert_eq!(delivered.len(), 1, "exactly one notice, not the message: {:?}", delivered.iter().map(|m| m.header("Subject")).collect::<Vec<_>>());
+    assert_eq!(
+        delivered.len(),
+        1,
+        "exactly one notice, not the message: {:?}",
+        delivered
+            .iter()
+            .map(|m| m.header("Subject"))
+            .collect::<Vec<_>>()
+    );
     let notice = &delivered[0];
     assert_eq!(notice.mail_from, "", "notifications go out from <>");
     assert_eq!(notice.rcpt_to, ["bob@remote.test"]);
-    assert_eq!(notice.header("Auto-Submitted").as_deref(), Some("auto-replied"));
+    assert_eq!(
+        notice.header("Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
     assert!(notice.header("X-Portcullis-Notification").is_some());
     let text = notice.text();
-    assert!(text.contains("Eicar-Test-Signature"), "${{VIRUSINFO}} missing:\n{text}");
-    assert!(text.to_lowercase().contains("quarantine"), "${{DISPOSITION}} missing:\n{text}");
+    assert!(
+        text.contains("Eicar-Test-Signature"),
+        "${{VIRUSINFO}} missing:\n{text}"
+    );
+    assert!(
+        text.to_lowercase().contains("quarantine"),
+        "${{DISPOSITION}} missing:\n{text}"
+    );
 }
 
 #[test]
@@ -119,17 +197,42 @@ fn no_notification_is_sent_to_the_null_sender_or_in_reply_to_a_notification() {
             .set("notifications.virus.sender", true)
             .set("notifications.virus.recipients", false),
     );
-    let virus = with_attachment("", "bob@remote.test", "from the null sender", "eicar.txt", EICAR.as_bytes());
-    assert_eq!(send_from(&gateway, "", &["bob@remote.test"], &virus).code, 250);
-    let mut looped = with_attachment("alice@origin.test", "bob@remote.test", "a notice itself", "eicar.txt", EICAR.as_bytes());
-    let mut tagged = b"X-Portcullis-Notification: sender virus\r\nAuto-Submitted: auto-replied\r\n".to_vec();
+    let virus = with_attachment(
+        "",
+        "bob@remote.test",
+        "from the null sender",
+        "eicar.txt",
+        EICAR.as_bytes(),
+    );
+    assert_eq!(
+        send_from(&gateway, "", &["bob@remote.test"], &virus).code,
+        250
+    );
+    let mut looped = with_attachment(
+        "alice@origin.test",
+        "bob@remote.test",
+        "a notice itself",
+        "eicar.txt",
+        EICAR.as_bytes(),
+    );
+    let mut tagged =
+        b"X-Portcullis-Notification: sender virus\r\nAuto-Submitted: auto-replied\r\n".to_vec();
     tagged.append(&mut looped);
-    assert_eq!(send_from(&gateway, "alice@origin.test", &["bob@remote.test"], &tagged).code, 250);
+    assert_eq!(
+        send_from(&gateway, "alice@origin.test", &["bob@remote.test"], &tagged).code,
+        250
+    );
     let sent = settle(&gateway, &sink);
     assert!(
         sent.is_empty(),
         "a notification was sent where it must not be: {:?}",
-        sent.iter().map(|m| (m.rcpt_to.clone(), m.header("Subject"), m.header("X-Portcullis-Notification"))).collect::<Vec<_>>()
+        sent.iter()
+            .map(|m| (
+                m.rcpt_to.clone(),
+                m.header("Subject"),
+                m.header("X-Portcullis-Notification")
+            ))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -142,17 +245,59 @@ fn the_disclaimer_is_added_once_to_outbound_mail_and_never_to_inbound_mail() {
             .set("relay.local_domains", vec!["origin.test"])
             .set("disclaimer.text", "This e-mail is confidential."),
     );
-    let outbound = simple_message("alice@origin.test", "bob@remote.test", "outbound", "Hello Bob.\n");
-    assert_eq!(send_from(&gateway, "alice@origin.test", &["bob@remote.test"], &outbound).code, 250);
-    let inbound = simple_message("carol@remote.test", "alice@origin.test", "inbound", "Hello Alice.\n");
-    assert_eq!(send_from(&gateway, "carol@remote.test", &["alice@origin.test"], &inbound).code, 250);
+    let outbound = simple_message(
+        "alice@origin.test",
+        "bob@remote.test",
+        "outbound",
+        "Hello Bob.\n",
+    );
+    assert_eq!(
+        send_from(
+            &gateway,
+            "alice@origin.test",
+            &["bob@remote.test"],
+            &outbound
+        )
+        .code,
+        250
+    );
+    let inbound = simple_message(
+        "carol@remote.test",
+        "alice@origin.test",
+        "inbound",
+        "Hello Alice.\n",
+    );
+    assert_eq!(
+        send_from(
+            &gateway,
+            "carol@remote.test",
+            &["alice@origin.test"],
+            &inbound
+        )
+        .code,
+        250
+    );
 
     let delivered = settle(&gateway, &sink);
-    let out = delivered.iter().find(|m| m.header("Subject").as_deref() == Some("outbound")).expect("outbound delivered");
+    let out = delivered
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("outbound"))
+        .expect("outbound delivered");
     let text = out.text();
-    assert_eq!(text.matches("This e-mail is confidential.").count(), 1, "disclaimer not exactly once:\n{text}");
+    assert_eq!(
+        text.matches("This e-mail is confidential.").count(),
+        1,
+        "disclaimer not exactly once:\n{text}"
+    );
     assert!(text.contains("Hello Bob."));
-    let inb = delivered.iter().find(|m| m.header("Subject").as_deref() == Some("inbound")).expect("inbound delivered");
-    assert!(!inb.text().contains("confidential"), "disclaimer added to inbound mail:\n{}", inb.text());
+    let inb = delivered
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("inbound"))
+        .expect("inbound delivered");
+    assert!(
+        !inb.text().contains("confidential"),
+        "disclaimer added to inbound mail:\n{}",
+        inb.text()
+    );
     assert!(inb.header("X-Portcullis-Disclaimer").is_none());
 }

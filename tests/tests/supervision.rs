@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use portcullis_e2e::wait::poll_for;
 use portcullis_e2e::smtp::simple_message;
+use portcullis_e2e::wait::poll_for;
 use portcullis_e2e::{Daemon, GatewayConfig, Launch, Sink, SinkMessage, SmtpClient, Swaks};
 use serde_json::Value;
 
@@ -38,7 +38,12 @@ fn wait_for_alert_mail(sink: &Sink, kind: &str) -> SinkMessage {
 
 fn status(gateway: &Daemon) -> Value {
     let out = gateway.cli_raw(&["status", "--json"]);
-    assert_eq!(out.status, Some(0), "portcullis status failed: {}", out.stderr);
+    assert_eq!(
+        out.status,
+        Some(0),
+        "portcullis status failed: {}",
+        out.stderr
+    );
     serde_json::from_str(&out.stdout).expect("status --json is JSON")
 }
 
@@ -80,13 +85,24 @@ fn a_panic_while_delivering_one_message_holds_it_as_suspect_and_other_mail_flows
             .find(|e| e.0["queue"] == "hold")
     })
     .expect("the poisonous message was not moved to hold");
-    let reason = held.0["hold_reason"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("suspect message") && reason.contains("3 times"), "hold reason: {reason}");
+    let reason = held.0["hold_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("suspect message") && reason.contains("3 times"),
+        "hold reason: {reason}"
+    );
 
     let alert = wait_for_alert_mail(&sink, "suspect-message-held");
     assert_eq!(alert.mail_from, "", "alerts go out with the null sender");
     assert_eq!(alert.rcpt_to, [ADMIN]);
-    assert!(alert.header("Subject").unwrap().contains("suspect message held"));
+    assert!(
+        alert
+            .header("Subject")
+            .unwrap()
+            .contains("suspect message held")
+    );
 
     // Sessions still work after the panics.
     Swaks::new(gateway.smtp_port())
@@ -117,7 +133,13 @@ fn a_panicking_part_is_restarted_counted_and_reported_to_the_admin() {
         (p["restarts"].as_u64() == Some(1) && p["state"] == "running").then_some(p)
     })
     .expect("delivery part was not restarted");
-    assert!(restarted["last_error"].as_str().unwrap().contains("panicked"), "{restarted}");
+    assert!(
+        restarted["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked"),
+        "{restarted}"
+    );
 
     // The restarted scheduler delivers the very message that tripped it.
     sink.wait_for_message("the message that tripped the scheduler", WAIT, |m| {
@@ -139,12 +161,20 @@ fn a_stalled_scheduler_is_reported_stuck_and_the_watchdog_stops_being_petted_unt
             .set("watchdog.stuck_after", "3s"),
         FAULTS,
     );
-    let size = || std::fs::metadata(device.path()).map(|m| m.len()).unwrap_or(0);
+    let size = || {
+        std::fs::metadata(device.path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
 
     // Healthy: the device is petted about once a second.
     let before = size();
     std::thread::sleep(Duration::from_millis(3500));
-    assert!(size() >= before + 2, "watchdog not petted while healthy ({before} -> {})", size());
+    assert!(
+        size() >= before + 2,
+        "watchdog not petted while healthy ({before} -> {})",
+        size()
+    );
     assert_eq!(status(&gateway)["healthy"], true);
 
     Swaks::new(gateway.smtp_port())
@@ -162,17 +192,28 @@ fn a_stalled_scheduler_is_reported_stuck_and_the_watchdog_stops_being_petted_unt
     // No more pets while unhealthy.
     let frozen = size();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(size(), frozen, "the watchdog was petted while a part was stuck");
+    assert_eq!(
+        size(),
+        frozen,
+        "the watchdog was petted while a part was stuck"
+    );
     // The alert cannot be mailed while delivery is stalled, but it is in the alert log.
     let alerts = gateway.cli_raw(&["alerts", "--json"]);
-    assert!(alerts.stdout.contains("component-failure") && alerts.stdout.contains("stuck"), "{}", alerts.stdout);
+    assert!(
+        alerts.stdout.contains("component-failure") && alerts.stdout.contains("stuck"),
+        "{}",
+        alerts.stdout
+    );
 
     // A deliberate stop disarms the device with the magic 'V'.
     let exit = gateway.terminate(Duration::from_secs(30));
     assert!(exit.success(), "portcullis exited with {exit}");
     let bytes = std::fs::read(device.path()).unwrap();
     assert_eq!(bytes.last(), Some(&b'V'), "no magic close on a clean stop");
-    assert!(bytes[..bytes.len() - 1].iter().all(|&b| b == 0), "pets are NUL bytes");
+    assert!(
+        bytes[..bytes.len() - 1].iter().all(|&b| b == 0),
+        "pets are NUL bytes"
+    );
 }
 
 #[test]
@@ -186,23 +227,46 @@ fn alerts_are_mailed_to_the_admin_rate_limited_and_kept_in_the_alert_log() {
 
     let start = wait_for_alert_mail(&sink, "service-start");
     assert_eq!(start.mail_from, "");
-    assert_eq!(start.header("Auto-Submitted").as_deref(), Some("auto-generated"));
+    assert_eq!(
+        start.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
     assert!(start.header("From").unwrap().contains("portcullis@"));
 
     for _ in 0..3 {
-        let run = Swaks::new(gateway.smtp_port()).to("victim@elsewhere.test").run();
+        let run = Swaks::new(gateway.smtp_port())
+            .to("victim@elsewhere.test")
+            .run();
         assert_eq!(run.reply_to("RCPT").expect("RCPT reply").code, 554);
     }
     let relay = wait_for_alert_mail(&sink, "unauthorized-access");
-    assert!(relay.text().contains("victim@elsewhere.test"), "{}", relay.text());
+    assert!(
+        relay.text().contains("victim@elsewhere.test"),
+        "{}",
+        relay.text()
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(alert_mails(&sink, "unauthorized-access").len(), 1, "repeats within min_interval must not be mailed");
+    assert_eq!(
+        alert_mails(&sink, "unauthorized-access").len(),
+        1,
+        "repeats within min_interval must not be mailed"
+    );
 
     let log = gateway.cli_raw(&["alerts", "--json", "--limit", "50"]);
     let alerts: Vec<Value> = serde_json::from_str(&log.stdout).expect("alerts --json");
-    let relay_alerts: Vec<&Value> = alerts.iter().filter(|a| a["kind"] == "unauthorized-access").collect();
-    assert_eq!(relay_alerts.len(), 3, "every occurrence is in the alert log: {alerts:?}");
-    assert_eq!(relay_alerts.iter().filter(|a| a["mailed"] == true).count(), 1);
+    let relay_alerts: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "unauthorized-access")
+        .collect();
+    assert_eq!(
+        relay_alerts.len(),
+        3,
+        "every occurrence is in the alert log: {alerts:?}"
+    );
+    assert_eq!(
+        relay_alerts.iter().filter(|a| a["mailed"] == true).count(),
+        1
+    );
 }
 
 #[test]
@@ -232,12 +296,17 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
             .set("alerts.low_disk_percent", 70.0)
             .set("smtp.max_message_size", 4 * 1024 * 1024),
         &[],
-        Launch { queue_tmpfs_mib: Some(24), ..Launch::default() },
+        Launch {
+            queue_tmpfs_mib: Some(24),
+            ..Launch::default()
+        },
     );
     gateway.ctl(&["pause-delivery"]).success();
 
     let line = "x".repeat(998);
-    let body: String = std::iter::repeat_n(line.as_str(), 1000).collect::<Vec<_>>().join("\n");
+    let body: String = std::iter::repeat_n(line.as_str(), 1000)
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut acknowledged = Vec::new();
     let mut refused = None;
     for n in 0..40 {
@@ -260,10 +329,18 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
     let refused = refused.expect("the gateway never refused mail although its disk filled up");
     assert_eq!(refused.code, 452, "refusal: {refused:?}");
     assert_eq!(refused.enhanced(), Some("4.3.1"), "refusal: {refused:?}");
-    assert!(acknowledged.len() >= 5, "only {} messages fit before the floor", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 5,
+        "only {} messages fit before the floor",
+        acknowledged.len()
+    );
 
     let alerts = gateway.cli_raw(&["alerts", "--json", "--limit", "100"]);
-    assert!(alerts.stdout.contains("disk-floor"), "no disk-floor alert: {}", alerts.stdout);
+    assert!(
+        alerts.stdout.contains("disk-floor"),
+        "no disk-floor alert: {}",
+        alerts.stdout
+    );
 
     // Nothing acknowledged is lost: all of it reaches the next hop once delivery resumes.
     gateway.ctl(&["resume-delivery"]).success();
@@ -271,17 +348,30 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
     let missing = |delivered: &[SinkMessage]| -> Vec<String> {
         acknowledged
             .iter()
-            .filter(|s| !delivered.iter().any(|m| m.header("Subject").as_deref() == Some(s.as_str())))
+            .filter(|s| {
+                !delivered
+                    .iter()
+                    .any(|m| m.header("Subject").as_deref() == Some(s.as_str()))
+            })
             .cloned()
             .collect()
     };
-    let all_there = poll_for(Duration::from_secs(60), || missing(&sink.messages()).is_empty().then_some(()));
-    assert!(all_there.is_some(), "acknowledged messages never arrived: {:?}", missing(&sink.messages()));
+    let all_there = poll_for(Duration::from_secs(60), || {
+        missing(&sink.messages()).is_empty().then_some(())
+    });
+    assert!(
+        all_there.is_some(),
+        "acknowledged messages never arrived: {:?}",
+        missing(&sink.messages())
+    );
     // With the queue drained there is room again: mail is accepted.
     gateway.wait_queue_empty(Duration::from_secs(30));
     let accepted_again = poll_for(WAIT, || {
         let run = Swaks::new(gateway.smtp_port()).to("bob@remote.test").run();
         (run.data_reply().map(|r| r.code) == Some(250)).then_some(())
     });
-    assert!(accepted_again.is_some(), "mail still refused after the disk was freed");
+    assert!(
+        accepted_again.is_some(),
+        "mail still refused after the disk was freed"
+    );
 }

@@ -17,8 +17,8 @@ pub use error::DefsError;
 pub use keys::{GeneratedKey, KeyId, PinnedKey, PublisherKey, keygen};
 pub use package::{
     BuildOptions, FileEntry, Limits, MANIFEST_FILE, MANIFEST_FORMAT, MAX_SIGNATURE_BYTES, Manifest,
-    SIGNATURE_FILE,
-    VerifiedPackage, add_signature, build, build_with, check_file, verify, verify_manifest,
+    SIGNATURE_FILE, VerifiedPackage, add_signature, build, build_with, check_file, verify,
+    verify_manifest,
 };
 pub use selftest::{KnownSample, SelfTestSpec, self_test};
 pub use store::{DefinitionsStore, Installed, InstalledVersion, StoreStatus};

@@ -157,8 +157,18 @@ pub struct Alert {
 
 impl Alert {
     /// A new alert.
-    pub fn new(kind: AlertKind, key: impl Into<String>, summary: impl Into<String>, detail: impl Into<String>) -> Alert {
-        Alert { kind, key: key.into(), summary: summary.into(), detail: detail.into() }
+    pub fn new(
+        kind: AlertKind,
+        key: impl Into<String>,
+        summary: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Alert {
+        Alert {
+            kind,
+            key: key.into(),
+            summary: summary.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -188,7 +198,10 @@ const ALERT_LOG_MAX: u64 = 4 * 1024 * 1024;
 impl Alerter {
     /// An alerter keeping its log in `data_dir`.
     pub fn new(data_dir: &Path) -> Alerter {
-        Alerter { log_path: data_dir.join("alerts.jsonl"), last: Mutex::new(HashMap::new()) }
+        Alerter {
+            log_path: data_dir.join("alerts.jsonl"),
+            last: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Decides what to do with `alert`, logs it, and records it in the alert log.
@@ -244,7 +257,10 @@ impl Alerter {
     }
 
     fn append(&self, record: &AlertRecord) {
-        if std::fs::metadata(&self.log_path).map(|m| m.len() > ALERT_LOG_MAX).unwrap_or(false) {
+        if std::fs::metadata(&self.log_path)
+            .map(|m| m.len() > ALERT_LOG_MAX)
+            .unwrap_or(false)
+        {
             let _ = std::fs::rename(&self.log_path, self.log_path.with_extension("jsonl.1"));
         }
         let line = match serde_json::to_string(record) {
@@ -264,16 +280,31 @@ impl Alerter {
     /// The newest `limit` alerts, newest first.
     pub fn recent(&self, limit: usize) -> Vec<AlertRecord> {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let mut out: Vec<AlertRecord> = text.lines().rev().filter_map(|l| serde_json::from_str(l).ok()).take(limit).collect();
+        let mut out: Vec<AlertRecord> = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .take(limit)
+            .collect();
         out.truncate(limit);
         out
     }
 }
 
 /// The alert e-mail.
-pub fn compose_mail(hostname: &str, from: &str, to: &[String], alert: &Alert, suppressed: u32) -> Vec<u8> {
+pub fn compose_mail(
+    hostname: &str,
+    from: &str,
+    to: &[String],
+    alert: &Alert,
+    suppressed: u32,
+) -> Vec<u8> {
     let now = Utc::now();
-    let clean = |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+    };
     let mut body = format!(
         "Portcullis on {hostname} raised an alert.\r\n\r\nAlert:   {}\r\nSummary: {}\r\nTime:    {}\r\n",
         alert.kind.title(),
@@ -303,12 +334,19 @@ pub fn compose_mail(hostname: &str, from: &str, to: &[String], alert: &Alert, su
          Content-Transfer-Encoding: 8bit\r\n\
          \r\n\
          {body}",
-        to = to.iter().map(|a| format!("<{a}>")).collect::<Vec<_>>().join(", "),
+        to = to
+            .iter()
+            .map(|a| format!("<{a}>"))
+            .collect::<Vec<_>>()
+            .join(", "),
         title = alert.kind.title(),
         summary = clean(&alert.summary),
         date = now.to_rfc2822(),
         micros = now.timestamp_micros(),
-        kind = serde_json::to_value(alert.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        kind = serde_json::to_value(alert.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
     )
     .into_bytes()
 }
@@ -318,7 +356,10 @@ mod tests {
     use super::*;
 
     fn config(to: &[&str]) -> AlertsSection {
-        AlertsSection { to: to.iter().map(|s| s.to_string()).collect(), ..AlertsSection::default() }
+        AlertsSection {
+            to: to.iter().map(|s| s.to_string()).collect(),
+            ..AlertsSection::default()
+        }
     }
 
     #[test]
@@ -326,13 +367,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Alerter::new(dir.path());
         let c = config(&["admin@example.com"]);
-        let alert = Alert::new(AlertKind::UnauthorizedAccess, "192.0.2.7", "relay attempt", "");
+        let alert = Alert::new(
+            AlertKind::UnauthorizedAccess,
+            "192.0.2.7",
+            "relay attempt",
+            "",
+        );
         assert_eq!(a.decide(&c, &alert), Delivery::Mail { suppressed: 0 });
         assert_eq!(a.decide(&c, &alert), Delivery::LogOnly);
         assert_eq!(a.decide(&c, &alert), Delivery::LogOnly);
-        let other = Alert::new(AlertKind::UnauthorizedAccess, "192.0.2.8", "relay attempt", "");
-        assert_eq!(a.decide(&c, &other), Delivery::Mail { suppressed: 0 }, "another key is another alert");
-        let short = AlertsSection { min_interval: Duration::ZERO, ..c };
+        let other = Alert::new(
+            AlertKind::UnauthorizedAccess,
+            "192.0.2.8",
+            "relay attempt",
+            "",
+        );
+        assert_eq!(
+            a.decide(&c, &other),
+            Delivery::Mail { suppressed: 0 },
+            "another key is another alert"
+        );
+        let short = AlertsSection {
+            min_interval: Duration::ZERO,
+            ..c
+        };
         assert_eq!(a.decide(&short, &alert), Delivery::Mail { suppressed: 2 });
         let log = a.recent(10);
         assert_eq!(log.len(), 5);
@@ -343,8 +401,14 @@ mod tests {
     fn disabled_kind_is_not_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let a = Alerter::new(dir.path());
-        let c = AlertsSection { disabled: vec![AlertKind::ServiceStart], ..config(&["a@b.c"]) };
-        assert_eq!(a.decide(&c, &Alert::new(AlertKind::ServiceStart, "", "started", "")), Delivery::Disabled);
+        let c = AlertsSection {
+            disabled: vec![AlertKind::ServiceStart],
+            ..config(&["a@b.c"])
+        };
+        assert_eq!(
+            a.decide(&c, &Alert::new(AlertKind::ServiceStart, "", "started", "")),
+            Delivery::Disabled
+        );
         assert!(a.recent(10).is_empty());
     }
 
@@ -352,13 +416,25 @@ mod tests {
     fn without_addresses_alerts_are_logged_only() {
         let dir = tempfile::tempdir().unwrap();
         let a = Alerter::new(dir.path());
-        assert_eq!(a.decide(&config(&[]), &Alert::new(AlertKind::LowDisk, "/", "5% free", "")), Delivery::LogOnly);
+        assert_eq!(
+            a.decide(
+                &config(&[]),
+                &Alert::new(AlertKind::LowDisk, "/", "5% free", "")
+            ),
+            Delivery::LogOnly
+        );
         assert_eq!(a.recent(1)[0].kind, AlertKind::LowDisk);
     }
 
     #[test]
     fn alert_mail_cannot_be_header_injected_by_the_summary() {
-        let mail = compose_mail("mx", "p@mx", &["a@b.c".into()], &Alert::new(AlertKind::ScanError, "", "x\r\nBcc: evil@x", "d"), 0);
+        let mail = compose_mail(
+            "mx",
+            "p@mx",
+            &["a@b.c".into()],
+            &Alert::new(AlertKind::ScanError, "", "x\r\nBcc: evil@x", "d"),
+            0,
+        );
         let text = String::from_utf8(mail).unwrap();
         assert!(!text.contains("\r\nBcc:"), "{text}");
         assert!(text.contains("Auto-Submitted: auto-generated"));

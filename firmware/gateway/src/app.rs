@@ -33,7 +33,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// Another instance already uses this data directory.
-    #[error("another portcullis is already running with data directory {0} (its control socket answers)")]
+    #[error(
+        "another portcullis is already running with data directory {0} (its control socket answers)"
+    )]
     AlreadyRunning(String),
     /// The queue could not be opened.
     #[error("cannot open the queue: {0}")]
@@ -112,8 +114,18 @@ pub async fn run(
     }
     let marker = data_dir.join(RUNNING_MARKER);
     let previous_run = std::fs::read_to_string(&marker).ok();
-    std::fs::write(&marker, format!("pid {} started {}\n", std::process::id(), chrono::Utc::now().to_rfc3339()))
-        .map_err(|source| StartError::DataDir { path: marker.display().to_string(), source })?;
+    std::fs::write(
+        &marker,
+        format!(
+            "pid {} started {}\n",
+            std::process::id(),
+            chrono::Utc::now().to_rfc3339()
+        ),
+    )
+    .map_err(|source| StartError::DataDir {
+        path: marker.display().to_string(),
+        source,
+    })?;
 
     let (queue, recovery) = Queue::open(
         &data_dir.join("queue"),
@@ -123,7 +135,9 @@ pub async fn run(
         },
     )?;
     if !config.queue.fsync {
-        tracing::warn!("queue.fsync is off: a power cut can lose acknowledged mail (benchmarks only)");
+        tracing::warn!(
+            "queue.fsync is off: a power cut can lose acknowledged mail (benchmarks only)"
+        );
     }
 
     let (server_tx, server_rx) = watch::channel(Arc::new(server_config(&config)?));
@@ -131,7 +145,10 @@ pub async fn run(
     for addr in &config.smtp.listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Listen { addr: *addr, source })?;
+            .map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
         listeners.push((*addr, l));
     }
     let metrics_listener = if config.metrics.enabled {
@@ -157,7 +174,9 @@ pub async fn run(
     let stuck_after = config.watchdog.stuck_after;
     let engine = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || crate::scan::load_engine(&config)).await.unwrap_or_else(|_| portcullis_av::Engine::builtin())
+        tokio::task::spawn_blocking(move || crate::scan::load_engine(&config))
+            .await
+            .unwrap_or_else(|_| portcullis_av::Engine::builtin())
     };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::new(config, Arc::new(engine))?));
     let snap_tx = Arc::new(snap_tx);
@@ -170,7 +189,10 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let (supervisor, mut supervision_events) = Supervisor::new(shutdown.clone());
 
-    let server = Arc::new(Server::new(server_rx, Arc::new(Inbound::new(shared.clone()))));
+    let server = Arc::new(Server::new(
+        server_rx,
+        Arc::new(Inbound::new(shared.clone())),
+    ));
     for (addr, listener) in listeners {
         let slot = ListenerSlot::new(addr, listener);
         let server = server.clone();
@@ -214,18 +236,26 @@ pub async fn run(
         });
     }
 
-    supervisor.spawn("definitions", None, move |_hb, token| updater.clone().run(token));
+    supervisor.spawn("definitions", None, move |_hb, token| {
+        updater.clone().run(token)
+    });
 
     if let Some(listener) = metrics_listener {
         let slot = ListenerSlot::new(metrics_addr, listener);
         let shared = shared.clone();
-        supervisor.spawn(format!("metrics {metrics_addr}"), None, move |_hb, token| {
-            let (slot, shared) = (slot.clone(), shared.clone());
-            async move {
-                let listener = slot.take_or_bind().await?;
-                crate::metrics::serve(listener, shared, token).await.map_err(|e| e.to_string())
-            }
-        });
+        supervisor.spawn(
+            format!("metrics {metrics_addr}"),
+            None,
+            move |_hb, token| {
+                let (slot, shared) = (slot.clone(), shared.clone());
+                async move {
+                    let listener = slot.take_or_bind().await?;
+                    crate::metrics::serve(listener, shared, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        );
     }
     let mut watchdog = open_hardware_watchdog(&shared, &watchdog_config);
     let systemd_watchdog = systemd_watchdog_interval();
@@ -235,7 +265,12 @@ pub async fn run(
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(smtp = %smtp_addrs.join(","), console = %console, data_dir = %data_dir.display(), "portcullis ready");
-    shared.alert(Alert::new(AlertKind::ServiceStart, "", "Portcullis started", format!("SMTP on {}", smtp_addrs.join(", "))));
+    shared.alert(Alert::new(
+        AlertKind::ServiceStart,
+        "",
+        "Portcullis started",
+        format!("SMTP on {}", smtp_addrs.join(", ")),
+    ));
     if let Some(previous) = previous_run {
         shared.alert(Alert::new(
             AlertKind::ImproperShutdown,
@@ -248,7 +283,12 @@ pub async fn run(
         ));
     }
     for id in &recovery.suspects_held {
-        shared.alert(Alert::new(AlertKind::SuspectMessageHeld, id.to_string(), format!("message {id} held as suspect at start-up"), "It was being processed during repeated crashes."));
+        shared.alert(Alert::new(
+            AlertKind::SuspectMessageHeld,
+            id.to_string(),
+            format!("message {id} held as suspect at start-up"),
+            "It was being processed during repeated crashes.",
+        ));
     }
 
     // Check health at least twice per pet interval, and pet when the interval is due within half
@@ -280,7 +320,12 @@ pub async fn run(
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    shared.alert(Alert::new(AlertKind::ServiceStop, "", "Portcullis stopped on request", String::new()));
+    shared.alert(Alert::new(
+        AlertKind::ServiceStop,
+        "",
+        "Portcullis stopped on request",
+        String::new(),
+    ));
     // Give the stop alert a moment to be committed before the queue closes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     shutdown.cancel();
@@ -305,7 +350,10 @@ struct ListenerSlot {
 
 impl ListenerSlot {
     fn new(addr: SocketAddr, listener: tokio::net::TcpListener) -> ListenerSlot {
-        ListenerSlot { addr, first: Arc::new(std::sync::Mutex::new(Some(listener))) }
+        ListenerSlot {
+            addr,
+            first: Arc::new(std::sync::Mutex::new(Some(listener))),
+        }
     }
 
     async fn take_or_bind(&self) -> Result<tokio::net::TcpListener, String> {
@@ -321,14 +369,22 @@ impl ListenerSlot {
 
 /// Opens the configured hardware watchdog. A watchdog that cannot be opened is an alert, not a
 /// reason to stop accepting mail.
-fn open_hardware_watchdog(shared: &Arc<Shared>, config: &crate::config::WatchdogSection) -> Option<portcullis_board::Watchdog> {
+fn open_hardware_watchdog(
+    shared: &Arc<Shared>,
+    config: &crate::config::WatchdogSection,
+) -> Option<portcullis_board::Watchdog> {
     if config.device.as_os_str().is_empty() {
         return None;
     }
     match portcullis_board::Watchdog::open(&config.device, config.timeout) {
         Ok(w) => Some(w),
         Err(e) => {
-            shared.alert(Alert::new(AlertKind::ComponentFailure, "watchdog", "hardware watchdog unavailable", e.to_string()));
+            shared.alert(Alert::new(
+                AlertKind::ComponentFailure,
+                "watchdog",
+                "hardware watchdog unavailable",
+                e.to_string(),
+            ));
             None
         }
     }
@@ -346,13 +402,19 @@ fn systemd_watchdog_interval() -> Option<Duration> {
 
 fn report_supervision_event(shared: &Arc<Shared>, event: SupervisionEvent) {
     let alert = match event {
-        SupervisionEvent::PartFailed { name, reason } => {
-            Alert::new(AlertKind::ComponentFailure, name.clone(), format!("{name} failed and is being restarted"), reason)
-        }
+        SupervisionEvent::PartFailed { name, reason } => Alert::new(
+            AlertKind::ComponentFailure,
+            name.clone(),
+            format!("{name} failed and is being restarted"),
+            reason,
+        ),
         SupervisionEvent::PartStuck { name, silent_for } => Alert::new(
             AlertKind::ComponentFailure,
             name.clone(),
-            format!("{name} is stuck (no progress for {}s)", silent_for.as_secs()),
+            format!(
+                "{name} is stuck (no progress for {}s)",
+                silent_for.as_secs()
+            ),
             "The watchdogs are no longer petted while it is stuck.",
         ),
         SupervisionEvent::PartRecovered { name } => {
@@ -397,17 +459,39 @@ fn reload(
     };
     for (changed, key) in [
         (old.smtp.listen != new.smtp.listen, "smtp.listen"),
-        (old.server.data_dir != new.server.data_dir, "server.data_dir"),
+        (
+            old.server.data_dir != new.server.data_dir,
+            "server.data_dir",
+        ),
         (old.console.listen != new.console.listen, "console.listen"),
-        (old.metrics.listen != new.metrics.listen || old.metrics.enabled != new.metrics.enabled, "metrics"),
-        (old.watchdog.device != new.watchdog.device, "watchdog.device"),
-        (format!("{:?}", old.log) != format!("{:?}", new.log), "log (use `portcullis ctl log-level` for levels)"),
+        (
+            old.metrics.listen != new.metrics.listen || old.metrics.enabled != new.metrics.enabled,
+            "metrics",
+        ),
+        (
+            old.watchdog.device != new.watchdog.device,
+            "watchdog.device",
+        ),
+        (
+            format!("{:?}", old.log) != format!("{:?}", new.log),
+            "log (use `portcullis ctl log-level` for levels)",
+        ),
         (old.queue.fsync != new.queue.fsync, "queue.fsync"),
-        (old.definitions_dir() != new.definitions_dir() || old.antivirus.enabled != new.antivirus.enabled, "antivirus.definitions_dir / antivirus.enabled"),
-        (old.delivery.max_connections != new.delivery.max_connections, "delivery.max_connections"),
+        (
+            old.definitions_dir() != new.definitions_dir()
+                || old.antivirus.enabled != new.antivirus.enabled,
+            "antivirus.definitions_dir / antivirus.enabled",
+        ),
+        (
+            old.delivery.max_connections != new.delivery.max_connections,
+            "delivery.max_connections",
+        ),
     ] {
         if changed {
-            tracing::warn!(key, "changed in the configuration but takes effect only after a restart");
+            tracing::warn!(
+                key,
+                "changed in the configuration but takes effect only after a restart"
+            );
         }
     }
     let changed = changed_sections(&old, &new);
@@ -432,8 +516,15 @@ fn reload(
         shared.alert(Alert::new(
             AlertKind::ConfigChanged,
             changed.join(","),
-            format!("configuration reloaded (SIGHUP): changed {}", changed.join(", ")),
-            format!("Source: {}\nChanged by: SIGHUP to process {}", source.name(), std::process::id()),
+            format!(
+                "configuration reloaded (SIGHUP): changed {}",
+                changed.join(", ")
+            ),
+            format!(
+                "Source: {}\nChanged by: SIGHUP to process {}",
+                source.name(),
+                std::process::id()
+            ),
         ));
     }
 }

@@ -138,7 +138,11 @@ pub struct AntivirusSection {
 
 impl Default for AntivirusSection {
     fn default() -> Self {
-        AntivirusSection { enabled: true, definitions_dir: PathBuf::new(), action: VirusAction::Reject }
+        AntivirusSection {
+            enabled: true,
+            definitions_dir: PathBuf::new(),
+            action: VirusAction::Reject,
+        }
     }
 }
 
@@ -153,7 +157,9 @@ pub struct QuarantineSection {
 
 impl Default for QuarantineSection {
     fn default() -> Self {
-        QuarantineSection { retention: Duration::from_secs(30 * 24 * 3600) }
+        QuarantineSection {
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
     }
 }
 
@@ -253,7 +259,15 @@ impl Default for DefinitionsSection {
             ca_file: PathBuf::new(),
             pinned_keys: Vec::new(),
             proxy: String::new(),
-            days: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun],
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+                Weekday::Sat,
+                Weekday::Sun,
+            ],
             first_attempt: "00:15".into(),
             interval: Duration::from_secs(2 * 3600),
             retries: 2,
@@ -299,7 +313,10 @@ pub struct MetricsSection {
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        MetricsSection { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9025)) }
+        MetricsSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9025)),
+        }
     }
 }
 
@@ -746,7 +763,10 @@ impl Config {
         positive("smtp.max_message_size", self.smtp.max_message_size)?;
         positive("smtp.max_recipients", self.smtp.max_recipients as u64)?;
         positive("smtp.max_sessions", self.smtp.max_sessions as u64)?;
-        positive("smtp.max_sessions_per_ip", self.smtp.max_sessions_per_ip as u64)?;
+        positive(
+            "smtp.max_sessions_per_ip",
+            self.smtp.max_sessions_per_ip as u64,
+        )?;
         positive("smtp.max_errors", self.smtp.max_errors as u64)?;
         if self.smtp.max_line_length < 1000 {
             return Err(bad(
@@ -755,7 +775,10 @@ impl Config {
             ));
         }
         if self.smtp.command_timeout.is_zero() || self.smtp.data_timeout.is_zero() {
-            return Err(bad("smtp.command_timeout", "timeouts must be greater than 0".into()));
+            return Err(bad(
+                "smtp.command_timeout",
+                "timeouts must be greater than 0".into(),
+            ));
         }
         let tls = &self.smtp.tls;
         if tls.cert_file.as_os_str().is_empty() != tls.key_file.as_os_str().is_empty() {
@@ -773,12 +796,21 @@ impl Config {
             }
         }
         if self.queue.retry_schedule.is_empty() {
-            return Err(bad("queue.retry_schedule", "needs at least one interval".into()));
+            return Err(bad(
+                "queue.retry_schedule",
+                "needs at least one interval".into(),
+            ));
         }
         if self.queue.retry_schedule.iter().any(|d| d.is_zero()) {
-            return Err(bad("queue.retry_schedule", "intervals must be greater than 0".into()));
+            return Err(bad(
+                "queue.retry_schedule",
+                "intervals must be greater than 0".into(),
+            ));
         }
-        positive("queue.suspect_after_crashes", self.queue.suspect_after_crashes as u64)?;
+        positive(
+            "queue.suspect_after_crashes",
+            self.queue.suspect_after_crashes as u64,
+        )?;
         if self.queue.poll_interval.is_zero() {
             return Err(bad("queue.poll_interval", "must be greater than 0".into()));
         }
@@ -788,30 +820,53 @@ impl Config {
                 "is shorter than the first retry interval".into(),
             ));
         }
-        positive("delivery.max_connections", self.delivery.max_connections as u64)?;
-        positive("delivery.max_per_destination", self.delivery.max_per_destination as u64)?;
+        positive(
+            "delivery.max_connections",
+            self.delivery.max_connections as u64,
+        )?;
+        positive(
+            "delivery.max_per_destination",
+            self.delivery.max_per_destination as u64,
+        )?;
         positive("delivery.smtp_port", self.delivery.smtp_port as u64)?;
         if !matches!(self.delivery.tls.as_str(), "opportunistic" | "disabled") {
             return Err(bad(
                 "delivery.tls",
-                format!("{:?}: expected \"opportunistic\" or \"disabled\"", self.delivery.tls),
+                format!(
+                    "{:?}: expected \"opportunistic\" or \"disabled\"",
+                    self.delivery.tls
+                ),
             ));
         }
         for (i, h) in self.delivery.default_route.iter().enumerate() {
             h.parse::<portcullis_delivery::HostPort>().map_err(|e| {
-                bad(&format!("delivery.default_route[{i}]"), format!("{h:?}: {e}"))
+                bad(
+                    &format!("delivery.default_route[{i}]"),
+                    format!("{h:?}: {e}"),
+                )
             })?;
         }
         for (i, r) in self.delivery.routes.iter().enumerate() {
-            r.domain.parse::<portcullis_delivery::DomainPattern>().map_err(|e| {
-                bad(&format!("delivery.routes[{i}].domain"), format!("{:?}: {e}", r.domain))
-            })?;
+            r.domain
+                .parse::<portcullis_delivery::DomainPattern>()
+                .map_err(|e| {
+                    bad(
+                        &format!("delivery.routes[{i}].domain"),
+                        format!("{:?}: {e}", r.domain),
+                    )
+                })?;
             if r.hosts.is_empty() {
-                return Err(bad(&format!("delivery.routes[{i}].hosts"), "needs at least one host".into()));
+                return Err(bad(
+                    &format!("delivery.routes[{i}].hosts"),
+                    "needs at least one host".into(),
+                ));
             }
             for h in &r.hosts {
                 h.parse::<portcullis_delivery::HostPort>().map_err(|e| {
-                    bad(&format!("delivery.routes[{i}].hosts"), format!("{h:?}: {e}"))
+                    bad(
+                        &format!("delivery.routes[{i}].hosts"),
+                        format!("{h:?}: {e}"),
+                    )
                 })?;
             }
         }
@@ -824,7 +879,10 @@ impl Config {
         }
         let a = &self.alerts;
         if let Some(bad_to) = a.to.iter().find(|t| !t.contains('@')) {
-            return Err(bad("alerts.to", format!("{bad_to:?} is not an email address")));
+            return Err(bad(
+                "alerts.to",
+                format!("{bad_to:?} is not an email address"),
+            ));
         }
         if !a.from.is_empty() && !a.from.contains('@') {
             return Err(bad("alerts.from", "must be an email address".into()));
@@ -835,20 +893,30 @@ impl Config {
             ("alerts.low_memory_percent", a.low_memory_percent),
         ] {
             if !(0.0..=100.0).contains(&v) {
-                return Err(bad(key, format!("{v} is not a percentage between 0 and 100")));
+                return Err(bad(
+                    key,
+                    format!("{v} is not a percentage between 0 and 100"),
+                ));
             }
         }
-        if self.watchdog.stuck_after < self.queue.poll_interval * 2 || self.watchdog.stuck_after < a.check_interval * 2 {
+        if self.watchdog.stuck_after < self.queue.poll_interval * 2
+            || self.watchdog.stuck_after < a.check_interval * 2
+        {
             return Err(bad(
                 "watchdog.stuck_after",
                 "must be at least twice queue.poll_interval and alerts.check_interval".into(),
             ));
         }
         if a.check_interval.is_zero() {
-            return Err(bad("alerts.check_interval", "must be greater than 0".into()));
+            return Err(bad(
+                "alerts.check_interval",
+                "must be greater than 0".into(),
+            ));
         }
         let w = &self.watchdog;
-        if w.pet_interval.is_zero() || (!w.device.as_os_str().is_empty() && w.pet_interval >= w.timeout) {
+        if w.pet_interval.is_zero()
+            || (!w.device.as_os_str().is_empty() && w.pet_interval >= w.timeout)
+        {
             return Err(bad(
                 "watchdog.pet_interval",
                 "must be greater than 0 and shorter than watchdog.timeout".into(),
@@ -872,13 +940,21 @@ impl Config {
                 .map_err(|e| bad(&format!("definitions.urls[{i}]"), e.to_string()))?;
         }
         if !d.proxy.is_empty() {
-            crate::definitions::fetch::Proxy::parse(&d.proxy).map_err(|e| bad("definitions.proxy", e.to_string()))?;
+            crate::definitions::fetch::Proxy::parse(&d.proxy)
+                .map_err(|e| bad("definitions.proxy", e.to_string()))?;
         }
         if d.first_attempt_time().is_none() {
-            return Err(bad("definitions.first_attempt", format!("{:?} is not a time \"HH:MM\"", d.first_attempt)));
+            return Err(bad(
+                "definitions.first_attempt",
+                format!("{:?} is not a time \"HH:MM\"", d.first_attempt),
+            ));
         }
         if d.days.is_empty() {
-            return Err(bad("definitions.days", "needs at least one day (to switch updates off, leave pinned_keys or urls empty)".into()));
+            return Err(bad(
+                "definitions.days",
+                "needs at least one day (to switch updates off, leave pinned_keys or urls empty)"
+                    .into(),
+            ));
         }
         for (key, v) in [
             ("definitions.interval", d.interval),
@@ -892,7 +968,10 @@ impl Config {
             }
         }
         if d.max_file_bytes == 0 || d.max_total_bytes == 0 {
-            return Err(bad("definitions.max_file_bytes", "size limits must be greater than 0".into()));
+            return Err(bad(
+                "definitions.max_file_bytes",
+                "size limits must be greater than 0".into(),
+            ));
         }
         Ok(())
     }
@@ -923,12 +1002,18 @@ impl Config {
         }
         let p = &self.scan.policy;
         let mut actions: Vec<(String, &portcullis_scan::Action)> = vec![
-            ("scan.policy.attachment_size.action".into(), &p.attachment_size.action),
+            (
+                "scan.policy.attachment_size.action".into(),
+                &p.attachment_size.action,
+            ),
             ("scan.policy.subjects.action".into(), &p.subjects.action),
             ("scan.policy.file_names.action".into(), &p.file_names.action),
         ];
         for (i, rule) in p.content_rules.iter().enumerate() {
-            actions.push((format!("scan.policy.content_rules[{i}].action"), &rule.action));
+            actions.push((
+                format!("scan.policy.content_rules[{i}].action"),
+                &rule.action,
+            ));
         }
         for (key, action) in actions {
             check_action(action).map_err(|problem| bad(&key, problem))?;
@@ -936,7 +1021,10 @@ impl Config {
         if let portcullis_scan::EncryptedAction::Forward { to } = &p.encrypted.action
             && !to.contains('@')
         {
-            return Err(bad("scan.policy.encrypted.action", format!("forward: {to:?} is not an email address")));
+            return Err(bad(
+                "scan.policy.encrypted.action",
+                format!("forward: {to:?} is not an email address"),
+            ));
         }
         self.compile_policy(file)?;
         self.compile_notifications(file)?;
@@ -947,41 +1035,82 @@ impl Config {
     /// Compiles `[notifications]` (`None` without the section): an unknown template tag, a bad
     /// address or admin notices without an admin address are configuration errors naming the
     /// file and the key.
-    pub fn compile_notifications(&self, file: &str) -> Result<Option<portcullis_scan::CompiledNotifications>, ConfigError> {
-        let Some(config) = &self.notifications else { return Ok(None) };
-        portcullis_scan::CompiledNotifications::compile(config.clone(), &self.server.hostname).map(Some).map_err(|e| {
-            let key = match &e {
-                portcullis_scan::NotifyError::BadAddress { key, .. } => format!("notifications.{key}"),
-                portcullis_scan::NotifyError::NoAdminAddress { violation } => format!("notifications.{violation}.admin"),
-                portcullis_scan::NotifyError::UnknownTag { template, .. } => format!("notifications.{template}"),
-            };
-            // The crate's messages start with the key already; say it once.
-            let text = e.to_string();
-            let problem = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text).to_string();
-            ConfigError::Invalid { file: file.to_string(), key, problem }
-        })
+    pub fn compile_notifications(
+        &self,
+        file: &str,
+    ) -> Result<Option<portcullis_scan::CompiledNotifications>, ConfigError> {
+        let Some(config) = &self.notifications else {
+            return Ok(None);
+        };
+        portcullis_scan::CompiledNotifications::compile(config.clone(), &self.server.hostname)
+            .map(Some)
+            .map_err(|e| {
+                let key = match &e {
+                    portcullis_scan::NotifyError::BadAddress { key, .. } => {
+                        format!("notifications.{key}")
+                    }
+                    portcullis_scan::NotifyError::NoAdminAddress { violation } => {
+                        format!("notifications.{violation}.admin")
+                    }
+                    portcullis_scan::NotifyError::UnknownTag { template, .. } => {
+                        format!("notifications.{template}")
+                    }
+                };
+                // The crate's messages start with the key already; say it once.
+                let text = e.to_string();
+                let problem = text
+                    .strip_prefix(&format!("{key}: "))
+                    .unwrap_or(&text)
+                    .to_string();
+                ConfigError::Invalid {
+                    file: file.to_string(),
+                    key,
+                    problem,
+                }
+            })
     }
 
     /// Compiles `[disclaimer]`: `None` when no text is set; a text over 1,000 characters or with
     /// control characters is a configuration error.
-    pub fn compile_disclaimer(&self, file: &str) -> Result<Option<portcullis_scan::Disclaimer>, ConfigError> {
+    pub fn compile_disclaimer(
+        &self,
+        file: &str,
+    ) -> Result<Option<portcullis_scan::Disclaimer>, ConfigError> {
         self.disclaimer.compile().map_err(|e| {
             // The crate's messages start with the key already; say it once.
             let text = e.to_string();
-            let problem = text.strip_prefix("disclaimer.text ").unwrap_or(&text).to_string();
-            ConfigError::Invalid { file: file.to_string(), key: "disclaimer.text".into(), problem }
+            let problem = text
+                .strip_prefix("disclaimer.text ")
+                .unwrap_or(&text)
+                .to_string();
+            ConfigError::Invalid {
+                file: file.to_string(),
+                key: "disclaimer.text".into(),
+                problem,
+            }
         })
     }
 
     /// Compiles `[scan.policy]`; an error names the file and the offending list.
-    pub fn compile_policy(&self, file: &str) -> Result<portcullis_scan::CompiledPolicy, ConfigError> {
+    pub fn compile_policy(
+        &self,
+        file: &str,
+    ) -> Result<portcullis_scan::CompiledPolicy, ConfigError> {
         portcullis_scan::CompiledPolicy::compile(self.scan.policy.clone()).map_err(|e| {
             let key = match e {
-                portcullis_scan::PolicyError::EmptyPattern { what: "subject" } => "scan.policy.subjects.patterns",
-                portcullis_scan::PolicyError::EmptyPattern { .. } => "scan.policy.file_names.patterns",
+                portcullis_scan::PolicyError::EmptyPattern { what: "subject" } => {
+                    "scan.policy.subjects.patterns"
+                }
+                portcullis_scan::PolicyError::EmptyPattern { .. } => {
+                    "scan.policy.file_names.patterns"
+                }
                 _ => "scan.policy.content_rules",
             };
-            ConfigError::Invalid { file: file.to_string(), key: key.to_string(), problem: e.to_string() }
+            ConfigError::Invalid {
+                file: file.to_string(),
+                key: key.to_string(),
+                problem: e.to_string(),
+            }
         })
     }
 
@@ -1039,15 +1168,24 @@ fn check_action(action: &portcullis_scan::Action) -> Result<(), String> {
         portcullis_scan::Action::Forward { to } if !to.contains('@') => {
             Err(format!("forward: {to:?} is not an email address"))
         }
-        portcullis_scan::Action::Tag { header: Some(h), .. } => {
+        portcullis_scan::Action::Tag {
+            header: Some(h), ..
+        } => {
             let valid = h.split_once(':').is_some_and(|(name, _)| {
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
             }) && !h.contains(['\r', '\n']);
-            if valid { Ok(()) } else { Err(format!("tag: header {h:?} must be one \"Name: value\" line")) }
+            if valid {
+                Ok(())
+            } else {
+                Err(format!(
+                    "tag: header {h:?} must be one \"Name: value\" line"
+                ))
+            }
         }
-        portcullis_scan::Action::Tag { subject_prefix: Some(p), .. } if p.contains(['\r', '\n']) => {
-            Err("tag: subject_prefix must be one line".into())
-        }
+        portcullis_scan::Action::Tag {
+            subject_prefix: Some(p),
+            ..
+        } if p.contains(['\r', '\n']) => Err("tag: subject_prefix must be one line".into()),
         _ => Ok(()),
     }
 }
@@ -1072,7 +1210,9 @@ fn is_hostname(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -1092,7 +1232,12 @@ mod tests {
         assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert_eq!(c.console.listen, "127.0.0.1:8003".parse().unwrap());
         assert_eq!(c.server.data_dir, PathBuf::from("./var"));
-        assert!(c.relay.relay_networks.iter().all(|n| n.addr().is_loopback()));
+        assert!(
+            c.relay
+                .relay_networks
+                .iter()
+                .all(|n| n.addr().is_loopback())
+        );
     }
 
     #[test]
@@ -1128,50 +1273,94 @@ mod tests {
         .unwrap();
         assert_eq!(c.antivirus.action, VirusAction::Quarantine);
         assert_eq!(c.scan.limits.max_depth, 3);
-        assert_eq!(c.scan.policy.subjects.action, portcullis_scan::Action::Reject);
+        assert_eq!(
+            c.scan.policy.subjects.action,
+            portcullis_scan::Action::Reject
+        );
     }
 
     #[test]
     fn policy_that_does_not_compile_is_a_config_error_naming_the_key() {
-        let e = parse("[[scan.policy.content_rules]]\nname = \"x\"\nterms = [\"*\"]\naction = \"drop\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("test.toml") && e.contains("scan.policy.content_rules"), "{e}");
+        let e = parse(
+            "[[scan.policy.content_rules]]\nname = \"x\"\nterms = [\"*\"]\naction = \"drop\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("test.toml") && e.contains("scan.policy.content_rules"),
+            "{e}"
+        );
         let e = parse("[scan.policy.subjects]\npatterns = [\"x\"]\naction = { forward = { to = \"nobody\" } }\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("scan.policy.subjects.action"), "{e}");
-        let e = parse("[antivirus]\naction = \"repair\"\n").unwrap_err().to_string();
+        let e = parse("[antivirus]\naction = \"repair\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("repair"), "{e}");
-        let e = parse("[scan.limits]\nmax_files = 0\n").unwrap_err().to_string();
+        let e = parse("[scan.limits]\nmax_files = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("scan.limits.max_files"), "{e}");
     }
 
     #[test]
     fn notifications_template_with_an_unknown_tag_is_a_config_error_naming_file_and_key() {
-        let e = parse("[notifications.templates.admin]\nbody = \"Found: ${VIRUSNAME}\"\n").unwrap_err().to_string();
-        assert!(e.contains("test.toml") && e.contains("notifications.templates.admin.body") && e.contains("${VIRUSNAME}"), "{e}");
-        let e = parse("[notifications]\nvirus = { admin = true }\n").unwrap_err().to_string();
+        let e = parse("[notifications.templates.admin]\nbody = \"Found: ${VIRUSNAME}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.toml")
+                && e.contains("notifications.templates.admin.body")
+                && e.contains("${VIRUSNAME}"),
+            "{e}"
+        );
+        let e = parse("[notifications]\nvirus = { admin = true }\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("notifications.virus.admin"), "{e}");
-        let e = parse("[notifications]\nfrom = \"not an address\"\n").unwrap_err().to_string();
+        let e = parse("[notifications]\nfrom = \"not an address\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("test.toml: notifications.from:"), "{e}");
-        let e = parse("[notifications]\nvirsu = { admin = true }\n").unwrap_err().to_string();
+        let e = parse("[notifications]\nvirsu = { admin = true }\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("virsu"), "{e}");
         let c = parse("[notifications]\nadmin = \"sec@example.com\"\nvirus = { sender = false, recipients = false, admin = true }\n").unwrap();
         let n = c.notifications.unwrap();
         assert!(n.virus.admin && !n.virus.recipients);
-        assert!(parse("").unwrap().notifications.is_none(), "without the section nobody is notified");
+        assert!(
+            parse("").unwrap().notifications.is_none(),
+            "without the section nobody is notified"
+        );
         let n = parse("[notifications]\n").unwrap().notifications.unwrap();
-        assert_eq!(n, portcullis_scan::NotificationsConfig::default(), "an empty section takes every default");
+        assert_eq!(
+            n,
+            portcullis_scan::NotificationsConfig::default(),
+            "an empty section takes every default"
+        );
     }
 
     #[test]
     fn disclaimer_over_1000_characters_is_a_config_error_and_1000_are_fine() {
-        let e = parse(&format!("[disclaimer]\ntext = \"{}\"\n", "x".repeat(1001))).unwrap_err().to_string();
-        assert!(e.contains("test.toml") && e.contains("disclaimer.text") && e.contains("1001"), "{e}");
+        let e = parse(&format!("[disclaimer]\ntext = \"{}\"\n", "x".repeat(1001)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.toml") && e.contains("disclaimer.text") && e.contains("1001"),
+            "{e}"
+        );
         let c = parse(&format!("[disclaimer]\ntext = \"{}\"\n", "x".repeat(1000))).unwrap();
         assert!(c.compile_disclaimer("test.toml").unwrap().is_some());
-        assert!(parse("").unwrap().compile_disclaimer("test.toml").unwrap().is_none(), "no text, no disclaimer");
+        assert!(
+            parse("")
+                .unwrap()
+                .compile_disclaimer("test.toml")
+                .unwrap()
+                .is_none(),
+            "no text, no disclaimer"
+        );
     }
 
     #[test]

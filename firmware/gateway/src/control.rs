@@ -172,11 +172,19 @@ impl From<&QueueEntry> for QueueView {
                 .map(|r| {
                     let (status, reply) = match &r.status {
                         RecipientStatus::Pending => ("pending", None),
-                        RecipientStatus::Delivered { reply, .. } => ("delivered", Some(reply.clone())),
+                        RecipientStatus::Delivered { reply, .. } => {
+                            ("delivered", Some(reply.clone()))
+                        }
                         RecipientStatus::Bounced { reply, .. } => ("bounced", Some(reply.clone())),
-                        RecipientStatus::Deferred { reply, .. } => ("deferred", Some(reply.clone())),
+                        RecipientStatus::Deferred { reply, .. } => {
+                            ("deferred", Some(reply.clone()))
+                        }
                     };
-                    RecipientView { address: r.address.clone(), status: status.into(), reply }
+                    RecipientView {
+                        address: r.address.clone(),
+                        status: status.into(),
+                        reply,
+                    }
                 })
                 .collect(),
             size: e.size,
@@ -206,9 +214,14 @@ impl Control {
     /// Carries out one request.
     pub async fn handle(&self, request: Request) -> Response {
         let q = &self.shared.queue;
-        let ok = |message: String| Response::Ok { message, data: serde_json::Value::Null };
+        let ok = |message: String| Response::Ok {
+            message,
+            data: serde_json::Value::Null,
+        };
         let parse = |id: &str| -> Result<QueueId, Response> {
-            id.parse::<QueueId>().map_err(|_| Response::Refused { message: format!("no message with queue id {id}") })
+            id.parse::<QueueId>().map_err(|_| Response::Refused {
+                message: format!("no message with queue id {id}"),
+            })
         };
         macro_rules! id_or_refuse {
             ($id:expr) => {
@@ -218,7 +231,9 @@ impl Control {
                 }
             };
         }
-        let missing = |id: &str| Response::Refused { message: format!("no message with queue id {id}") };
+        let missing = |id: &str| Response::Refused {
+            message: format!("no message with queue id {id}"),
+        };
         tracing::info!(target: "control", ?request, "admin action");
         match request {
             Request::QueueList => {
@@ -230,7 +245,9 @@ impl Control {
             }
             Request::QueueShow { id } => {
                 let qid = id_or_refuse!(&id);
-                let Some(entry) = q.get(&qid) else { return missing(&id) };
+                let Some(entry) = q.get(&qid) else {
+                    return missing(&id);
+                };
                 let tracking = q.tracking().get(&qid);
                 Response::Ok {
                     message: String::new(),
@@ -247,7 +264,9 @@ impl Control {
                         self.shared.metrics.messages_held.inc();
                         ok(format!("{id} is on hold"))
                     }
-                    Err(e) => Response::Refused { message: format!("{id}: {e}") },
+                    Err(e) => Response::Refused {
+                        message: format!("{id}: {e}"),
+                    },
                 }
             }
             Request::QueueRelease { id } => {
@@ -260,7 +279,9 @@ impl Control {
                         q.notify_new().notify_one();
                         ok(format!("{id} released for delivery"))
                     }
-                    Err(e) => Response::Refused { message: format!("{id}: {e}") },
+                    Err(e) => Response::Refused {
+                        message: format!("{id}: {e}"),
+                    },
                 }
             }
             Request::QueueDelete { id } => {
@@ -270,13 +291,17 @@ impl Control {
                 }
                 match q.delete(&qid).await {
                     Ok(()) => ok(format!("{id} deleted")),
-                    Err(e) => Response::Refused { message: format!("{id}: {e}") },
+                    Err(e) => Response::Refused {
+                        message: format!("{id}: {e}"),
+                    },
                 }
             }
             Request::QueueFlush => {
                 let n = q.retry_all_now();
                 q.notify_new().notify_one();
-                ok(format!("{n} deferred message(s) scheduled for immediate retry"))
+                ok(format!(
+                    "{n} deferred message(s) scheduled for immediate retry"
+                ))
             }
             Request::PauseDelivery => {
                 self.shared.switches.set_delivery_paused(true);
@@ -299,7 +324,9 @@ impl Control {
                 let counts = q.counts();
                 let sw = &self.shared.switches;
                 let parts = self.supervisor.report();
-                let healthy = parts.iter().all(|p| matches!(p.state, crate::supervise::PartState::Running));
+                let healthy = parts
+                    .iter()
+                    .all(|p| matches!(p.state, crate::supervise::PartState::Running));
                 let last_error = self.shared.alerter.recent(1).into_iter().next();
                 Response::Ok {
                     message: String::new(),
@@ -319,7 +346,9 @@ impl Control {
             }
             Request::LogLevel { directives, reset } => {
                 let Some(log) = &self.shared.log else {
-                    return Response::Refused { message: "logging is not managed by this process".into() };
+                    return Response::Refused {
+                        message: "logging is not managed by this process".into(),
+                    };
                 };
                 let result = match (directives, reset) {
                     (_, true) => log.reset_levels(),
@@ -328,7 +357,9 @@ impl Control {
                 };
                 match result {
                     Ok(()) => ok(format!("log levels: {}", log.levels())),
-                    Err(e) => Response::Refused { message: e.to_string() },
+                    Err(e) => Response::Refused {
+                        message: e.to_string(),
+                    },
                 }
             }
             Request::QuarantineList => {
@@ -338,8 +369,12 @@ impl Control {
                         message: format!("{} quarantined message(s)", records.len()),
                         data: serde_json::to_value(records).unwrap_or_default(),
                     },
-                    Ok(Err(e)) => Response::Refused { message: e.to_string() },
-                    Err(e) => Response::Refused { message: format!("internal error: {e}") },
+                    Ok(Err(e)) => Response::Refused {
+                        message: e.to_string(),
+                    },
+                    Err(e) => Response::Refused {
+                        message: format!("internal error: {e}"),
+                    },
                 }
             }
             Request::QuarantineShow { id } => {
@@ -347,7 +382,11 @@ impl Control {
                 let shown = tokio::task::spawn_blocking(move || -> Result<_, QuarantineError> {
                     let record = store.get(&id)?;
                     let raw = store.read_message(&id)?;
-                    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(raw.len());
+                    let end = raw
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|p| p + 2)
+                        .unwrap_or(raw.len());
                     Ok((record, String::from_utf8_lossy(&raw[..end]).to_string()))
                 })
                 .await;
@@ -356,8 +395,12 @@ impl Control {
                         message: String::new(),
                         data: serde_json::json!({ "record": record, "headers": headers }),
                     },
-                    Ok(Err(e)) => Response::Refused { message: e.to_string() },
-                    Err(e) => Response::Refused { message: format!("internal error: {e}") },
+                    Ok(Err(e)) => Response::Refused {
+                        message: e.to_string(),
+                    },
+                    Err(e) => Response::Refused {
+                        message: format!("internal error: {e}"),
+                    },
                 }
             }
             Request::QuarantineRelease { id } => match self.release_from_quarantine(&id).await {
@@ -372,16 +415,23 @@ impl Control {
                         tracing::info!(quarantine_id = %id, "quarantined message deleted");
                         ok(format!("{id} deleted from quarantine"))
                     }
-                    Ok(Err(e)) => Response::Refused { message: e.to_string() },
-                    Err(e) => Response::Refused { message: format!("internal error: {e}") },
+                    Ok(Err(e)) => Response::Refused {
+                        message: e.to_string(),
+                    },
+                    Err(e) => Response::Refused {
+                        message: format!("internal error: {e}"),
+                    },
                 }
             }
             Request::DefinitionsUpdateNow => {
-                let Some(updater) = self.shared.definitions.get() else { return not_running_updater() };
+                let Some(updater) = self.shared.definitions.get() else {
+                    return not_running_updater();
+                };
                 match updater.update_now().await {
-                    outcome @ (crate::definitions::UpdateOutcome::Failed(_) | crate::definitions::UpdateOutcome::Disabled(_)) => {
-                        Response::Refused { message: outcome.describe() }
-                    }
+                    outcome @ (crate::definitions::UpdateOutcome::Failed(_)
+                    | crate::definitions::UpdateOutcome::Disabled(_)) => Response::Refused {
+                        message: outcome.describe(),
+                    },
                     outcome => Response::Ok {
                         message: outcome.describe(),
                         data: serde_json::to_value(updater.status()).unwrap_or_default(),
@@ -389,7 +439,9 @@ impl Control {
                 }
             }
             Request::DefinitionsStatus => {
-                let Some(updater) = self.shared.definitions.get() else { return not_running_updater() };
+                let Some(updater) = self.shared.definitions.get() else {
+                    return not_running_updater();
+                };
                 let status = updater.status();
                 Response::Ok {
                     message: String::new(),
@@ -397,7 +449,9 @@ impl Control {
                 }
             }
             Request::DefinitionsRollback => {
-                let Some(updater) = self.shared.definitions.get() else { return not_running_updater() };
+                let Some(updater) = self.shared.definitions.get() else {
+                    return not_running_updater();
+                };
                 match updater.roll_back("rolled back by the administrator").await {
                     Ok(line) => ok(line),
                     Err(message) => Response::Refused { message },
@@ -456,13 +510,24 @@ impl Control {
         // copy in between and quarantine it again.
         let entry = crate::disposition::queue_scanned(&self.shared, envelope, &raw).await?;
         // The queue started the tracking record at commit; say where this copy came from.
-        q.tracking().event(&entry.id, portcullis_queue::TrackEvent::now("released", None, format!("released from quarantine (was {id})")));
+        q.tracking().event(
+            &entry.id,
+            portcullis_queue::TrackEvent::now(
+                "released",
+                None,
+                format!("released from quarantine (was {id})"),
+            ),
+        );
         let store = self.quarantine();
         let name = id.to_string();
         match tokio::task::spawn_blocking(move || store.delete(&name)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(quarantine_id = %id, error = %e, "released message could not be removed from the quarantine"),
-            Err(e) => tracing::error!(quarantine_id = %id, error = %e, "released message could not be removed from the quarantine"),
+            Ok(Err(e)) => {
+                tracing::error!(quarantine_id = %id, error = %e, "released message could not be removed from the quarantine")
+            }
+            Err(e) => {
+                tracing::error!(quarantine_id = %id, error = %e, "released message could not be removed from the quarantine")
+            }
         }
         tracing::info!(quarantine_id = %id, queue_id = %entry.id, "message released from quarantine");
         q.notify_new().notify_one();
@@ -471,7 +536,11 @@ impl Control {
 
     /// Serves the control socket until `shutdown`. The socket is created mode 0600: only the
     /// user running the appliance (root on the box) may act on the queue.
-    pub async fn serve(self: Arc<Self>, path: PathBuf, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self: Arc<Self>,
+        path: PathBuf,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&path);
         let listener = {
             // Create it private from the start, not chmod afterwards, so there is no window.
@@ -509,7 +578,9 @@ impl Control {
         while let Some(line) = lines.next_line().await? {
             let response = match serde_json::from_str::<Request>(&line) {
                 Ok(req) => self.handle(req).await,
-                Err(e) => Response::Refused { message: format!("malformed request: {e}") },
+                Err(e) => Response::Refused {
+                    message: format!("malformed request: {e}"),
+                },
             };
             let mut out = serde_json::to_vec(&response).unwrap_or_default();
             out.push(b'\n');
@@ -520,14 +591,18 @@ impl Control {
 }
 
 fn not_running_updater() -> Response {
-    Response::Refused { message: "the definitions updater is not running in this process".into() }
+    Response::Refused {
+        message: "the definitions updater is not running in this process".into(),
+    }
 }
 
 /// Why the CLI could not get an answer from the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon is listening on the socket.
-    #[error("portcullis is not running: no control socket at {0} (start it with `portcullis run`, or pass the same --data-dir)")]
+    #[error(
+        "portcullis is not running: no control socket at {0} (start it with `portcullis run`, or pass the same --data-dir)"
+    )]
     NotRunning(PathBuf),
     /// Talking to it failed.
     #[error("control socket {path}: {source}")]
@@ -544,7 +619,10 @@ pub enum ClientError {
 
 /// Sends one request to the daemon at `socket` and returns its answer.
 pub async fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
-    let io = |source| ClientError::Io { path: socket.to_path_buf(), source };
+    let io = |source| ClientError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e)
@@ -566,7 +644,9 @@ pub async fn request(socket: &Path, request: &Request) -> Result<Response, Clien
     let mut answer = String::new();
     reader.read_line(&mut answer).await.map_err(io)?;
     if answer.is_empty() {
-        return Err(ClientError::Protocol("the daemon closed the connection without answering".into()));
+        return Err(ClientError::Protocol(
+            "the daemon closed the connection without answering".into(),
+        ));
     }
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
 }

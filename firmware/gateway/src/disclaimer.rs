@@ -38,23 +38,51 @@ pub enum NoDisclaimer {
 /// not. A cheap test on the envelope, so inbound mail never has its content read for this;
 /// [`Disclaimer::apply`] makes the same test again with the same predicate.
 pub fn is_outbound(relay: &RelayPolicy, envelope: &Envelope) -> bool {
-    let internal = |address: &str| address.rsplit_once('@').is_some_and(|(_, d)| relay.is_local_domain(d));
-    !envelope.sender.is_empty() && internal(&envelope.sender) && envelope.recipients.iter().any(|r| !internal(r))
+    let internal = |address: &str| {
+        address
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| relay.is_local_domain(d))
+    };
+    !envelope.sender.is_empty()
+        && internal(&envelope.sender)
+        && envelope.recipients.iter().any(|r| !internal(r))
 }
 
 /// Adds `disclaimer` to `raw` when the message goes out and does not carry it yet. Pure CPU
 /// work: call it on the blocking pool.
-pub fn add(disclaimer: &Disclaimer, relay: &RelayPolicy, envelope: &Envelope, raw: &[u8]) -> Result<WithDisclaimer, NoDisclaimer> {
+pub fn add(
+    disclaimer: &Disclaimer,
+    relay: &RelayPolicy,
+    envelope: &Envelope,
+    raw: &[u8],
+) -> Result<WithDisclaimer, NoDisclaimer> {
     if rewrite::has_header(raw, DISCLAIMER_HEADER) {
         return Err(NoDisclaimer::AlreadyAdded);
     }
     let is_internal = |domain: &str| relay.is_local_domain(domain);
     match disclaimer.apply(raw, &envelope.sender, &envelope.recipients, &is_internal) {
-        DisclaimerOutcome::Added { message, edits, skipped } => {
-            let marked = rewrite::apply(&message, &Changes { headers: vec![format!("{DISCLAIMER_HEADER}: added")], ..Default::default() });
+        DisclaimerOutcome::Added {
+            message,
+            edits,
+            skipped,
+        } => {
+            let marked = rewrite::apply(
+                &message,
+                &Changes {
+                    headers: vec![format!("{DISCLAIMER_HEADER}: added")],
+                    ..Default::default()
+                },
+            );
             let mut parts: Vec<String> = edits.iter().map(describe_edit).collect();
-            parts.extend(skipped.iter().map(|s| format!("part {} skipped: {}", s.section, s.reason)));
-            Ok(WithDisclaimer { message: marked, parts: parts.join("; ") })
+            parts.extend(
+                skipped
+                    .iter()
+                    .map(|s| format!("part {} skipped: {}", s.section, s.reason)),
+            );
+            Ok(WithDisclaimer {
+                message: marked,
+                parts: parts.join("; "),
+            })
         }
         DisclaimerOutcome::Untouched(why) => Err(NoDisclaimer::NotAdded(why)),
     }
@@ -65,7 +93,10 @@ fn describe_edit(edit: &DisclaimerEdit) -> String {
         TextKind::Plain => "text/plain",
         TextKind::Html => "text/html",
     };
-    format!("part {} ({kind}, {}, {})", edit.section, edit.charset, edit.encoding)
+    format!(
+        "part {} ({kind}, {}, {})",
+        edit.section, edit.charset, edit.encoding
+    )
 }
 
 #[cfg(test)]
@@ -87,15 +118,28 @@ mod tests {
         }
     }
 
-    const MAIL: &[u8] = b"Received: from x\r\n\tby gw; now\r\nFrom: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
+    const MAIL: &[u8] =
+        b"Received: from x\r\n\tby gw; now\r\nFrom: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
 
     #[test]
     fn internal_sender_to_an_outside_domain_is_outbound_and_wildcards_count_as_internal() {
         let r = relay();
-        assert!(is_outbound(&r, &envelope("a@example.com", &["b@example.com", "c@other.test"])));
-        assert!(is_outbound(&r, &envelope("a@mail.corp.example", &["c@other.test"])));
-        assert!(!is_outbound(&r, &envelope("a@example.com", &["b@example.com", "d@x.corp.example"])));
-        assert!(!is_outbound(&r, &envelope("a@other.test", &["b@example.com"])));
+        assert!(is_outbound(
+            &r,
+            &envelope("a@example.com", &["b@example.com", "c@other.test"])
+        ));
+        assert!(is_outbound(
+            &r,
+            &envelope("a@mail.corp.example", &["c@other.test"])
+        ));
+        assert!(!is_outbound(
+            &r,
+            &envelope("a@example.com", &["b@example.com", "d@x.corp.example"])
+        ));
+        assert!(!is_outbound(
+            &r,
+            &envelope("a@other.test", &["b@example.com"])
+        ));
         assert!(!is_outbound(&r, &envelope("", &["c@other.test"])));
     }
 
@@ -105,16 +149,32 @@ mod tests {
         let env = envelope("a@example.com", &["c@other.test"]);
         let WithDisclaimer { message, parts } = add(&d, &relay(), &env, MAIL).unwrap();
         let text = String::from_utf8(message.clone()).unwrap();
-        assert!(text.starts_with("Received: from x\r\n\tby gw; now\r\nX-Portcullis-Disclaimer: added\r\n"), "{text}");
-        assert!(text.contains("hello\r\n") && text.contains("Confidential."), "{text}");
+        assert!(
+            text.starts_with(
+                "Received: from x\r\n\tby gw; now\r\nX-Portcullis-Disclaimer: added\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("hello\r\n") && text.contains("Confidential."),
+            "{text}"
+        );
         assert!(parts.contains("text/plain"), "{parts}");
-        assert_eq!(add(&d, &relay(), &env, &message), Err(NoDisclaimer::AlreadyAdded));
+        assert_eq!(
+            add(&d, &relay(), &env, &message),
+            Err(NoDisclaimer::AlreadyAdded)
+        );
     }
 
     #[test]
     fn inbound_mail_never_gets_the_disclaimer() {
         let d = Disclaimer::new("Confidential.").unwrap();
-        let step = add(&d, &relay(), &envelope("c@other.test", &["a@example.com"]), MAIL);
+        let step = add(
+            &d,
+            &relay(),
+            &envelope("c@other.test", &["a@example.com"]),
+            MAIL,
+        );
         assert_eq!(step, Err(NoDisclaimer::NotAdded(NotAdded::Inbound)));
     }
 }

@@ -69,34 +69,63 @@ pub enum Disposition {
 /// said to the client); after it, a reject is a drop.
 pub fn plan(verdict: &MessageVerdict, in_session: bool) -> Disposition {
     let first_for = |pred: &dyn Fn(&Action) -> bool| {
-        verdict.reasons.iter().find(|r| pred(&r.action)).map(|r| r.text.clone()).unwrap_or_else(|| verdict.action.to_string())
+        verdict
+            .reasons
+            .iter()
+            .find(|r| pred(&r.action))
+            .map(|r| r.text.clone())
+            .unwrap_or_else(|| verdict.action.to_string())
     };
     match &verdict.action {
-        Action::Reject if in_session => match verdict.reasons.iter().find(|r| r.action == Action::Reject && r.virus.is_some()) {
+        Action::Reject if in_session => match verdict
+            .reasons
+            .iter()
+            .find(|r| r.action == Action::Reject && r.virus.is_some())
+        {
             Some(r) => Disposition::Reject {
                 code: 554,
                 enhanced: "5.7.0",
-                text: reply_text(&format!("message refused: virus {} found", r.virus.as_deref().unwrap_or("?"))),
+                text: reply_text(&format!(
+                    "message refused: virus {} found",
+                    r.virus.as_deref().unwrap_or("?")
+                )),
             },
             None => Disposition::Reject {
                 code: 550,
                 enhanced: "5.7.1",
-                text: reply_text(&format!("message refused by policy: {}", first_for(&|a| *a == Action::Reject))),
+                text: reply_text(&format!(
+                    "message refused by policy: {}",
+                    first_for(&|a| *a == Action::Reject)
+                )),
             },
         },
         Action::Reject => Disposition::Drop {
-            reason: format!("rejected after queueing, so dropped (never bounced): {}", first_for(&|a| *a == Action::Reject)),
+            reason: format!(
+                "rejected after queueing, so dropped (never bounced): {}",
+                first_for(&|a| *a == Action::Reject)
+            ),
         },
-        Action::Drop => Disposition::Drop { reason: format!("dropped: {}", first_for(&|a| *a == Action::Drop)) },
+        Action::Drop => Disposition::Drop {
+            reason: format!("dropped: {}", first_for(&|a| *a == Action::Drop)),
+        },
         Action::Quarantine => Disposition::Quarantine,
-        Action::Hold => Disposition::Hold { reason: format!("scan: {}", first_for(&|a| *a == Action::Hold)) },
-        Action::Deliver | Action::Log | Action::Tag { .. } | Action::Forward { .. } | Action::StripPart => {
+        Action::Hold => Disposition::Hold {
+            reason: format!("scan: {}", first_for(&|a| *a == Action::Hold)),
+        },
+        Action::Deliver
+        | Action::Log
+        | Action::Tag { .. }
+        | Action::Forward { .. }
+        | Action::StripPart => {
             let mut changes = Changes::default();
             let mut forward_to: Vec<String> = Vec::new();
             let mut tagged = false;
             for r in &verdict.reasons {
                 match &r.action {
-                    Action::Tag { header, subject_prefix } => {
+                    Action::Tag {
+                        header,
+                        subject_prefix,
+                    } => {
                         tagged = true;
                         if let Some(h) = header
                             && !changes.headers.contains(h)
@@ -109,7 +138,9 @@ pub fn plan(verdict: &MessageVerdict, in_session: bool) -> Disposition {
                             changes.subject_prefixes.push(p.clone());
                         }
                     }
-                    Action::Forward { to } if !forward_to.contains(to) => forward_to.push(to.clone()),
+                    Action::Forward { to } if !forward_to.contains(to) => {
+                        forward_to.push(to.clone())
+                    }
                     Action::StripPart => {
                         if let Some(carrier) = &r.carrier {
                             match changes.strip.iter_mut().find(|(c, _)| c == carrier) {
@@ -126,16 +157,34 @@ pub fn plan(verdict: &MessageVerdict, in_session: bool) -> Disposition {
             }
             if tagged || !changes.strip.is_empty() {
                 let summary = verdict.explain().join("; ");
-                changes.headers.insert(0, format!("{VERDICT_HEADER}: {}", rewrite::header_value(&format!("{}; {summary}", verdict.action))));
+                changes.headers.insert(
+                    0,
+                    format!(
+                        "{VERDICT_HEADER}: {}",
+                        rewrite::header_value(&format!("{}; {summary}", verdict.action))
+                    ),
+                );
             }
-            Disposition::Deliver { changes, forward_to }
+            Disposition::Deliver {
+                changes,
+                forward_to,
+            }
         }
     }
 }
 
 /// One line, printable ASCII, bounded: safe as SMTP reply text.
 fn reply_text(text: &str) -> String {
-    let clean: String = text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
     clean.chars().take(400).collect()
 }
 
@@ -164,15 +213,30 @@ pub enum Applied {
 /// Carries out the verdict on a committed message, then queues the notifications about it. On
 /// error the message stays in the queue unscanned (or held), so the scheduler scans it again
 /// later: nothing is delivered unscanned.
-pub async fn apply(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, in_session: bool) -> Result<Applied, String> {
+pub async fn apply(
+    shared: &Arc<Shared>,
+    entry: &QueueEntry,
+    verdict: &MessageVerdict,
+    in_session: bool,
+) -> Result<Applied, String> {
     let id = &entry.id;
     let disposition = plan(verdict, in_session);
-    shared.metrics.verdicts.get_or_create(&vec![("verdict", verdict.label())]).inc();
-    shared.queue.tracking().event(id, TrackEvent::now("scanned", None, verdict.summary()));
+    shared
+        .metrics
+        .verdicts
+        .get_or_create(&vec![("verdict", verdict.label())])
+        .inc();
+    shared
+        .queue
+        .tracking()
+        .event(id, TrackEvent::now("scanned", None, verdict.summary()));
     tracing::info!(queue_id = %id, verdict = verdict.label(), reasons = %verdict.explain().join(" | "), in_session, "scan verdict");
     // Read now: a reject, drop or quarantine takes the message out of the queue.
     let notify = if notifications::wanted(shared, verdict) {
-        Some((crate::dsn::original_headers(shared, id).await, notifications::outcome_of(&disposition)))
+        Some((
+            crate::dsn::original_headers(shared, id).await,
+            notifications::outcome_of(&disposition),
+        ))
     } else {
         None
     };
@@ -186,16 +250,36 @@ pub async fn apply(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVe
 }
 
 /// Does what the disposition says, on the queue and the quarantine store.
-async fn carry_out(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, disposition: Disposition) -> Result<Applied, String> {
+async fn carry_out(
+    shared: &Arc<Shared>,
+    entry: &QueueEntry,
+    verdict: &MessageVerdict,
+    disposition: Disposition,
+) -> Result<Applied, String> {
     let id = &entry.id;
     let q = &shared.queue;
     match disposition {
-        Disposition::Reject { code, enhanced, text } => {
-            q.delete_with_reason(id, &format!("rejected in the SMTP session: {code} {enhanced} {text}")).await.map_err(|e| e.to_string())?;
-            Ok(Applied::Rejected { code, enhanced, text })
+        Disposition::Reject {
+            code,
+            enhanced,
+            text,
+        } => {
+            q.delete_with_reason(
+                id,
+                &format!("rejected in the SMTP session: {code} {enhanced} {text}"),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(Applied::Rejected {
+                code,
+                enhanced,
+                text,
+            })
         }
         Disposition::Drop { reason } => {
-            q.delete_with_reason(id, &reason).await.map_err(|e| e.to_string())?;
+            q.delete_with_reason(id, &reason)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Applied::Dropped)
         }
         Disposition::Hold { reason } => {
@@ -223,11 +307,16 @@ async fn carry_out(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVe
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            q.delete_with_reason(id, "quarantined").await.map_err(|e| e.to_string())?;
+            q.delete_with_reason(id, "quarantined")
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(queue_id = %id, "message quarantined");
             Ok(Applied::Quarantined)
         }
-        Disposition::Deliver { changes, forward_to } => {
+        Disposition::Deliver {
+            changes,
+            forward_to,
+        } => {
             let final_id = prepare_delivery(shared, entry, verdict, changes).await?;
             for to in forward_to {
                 if let Err(e) = forward_copy(shared, entry, &final_id, &to, verdict).await {
@@ -243,11 +332,19 @@ async fn carry_out(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVe
 /// Makes a message ready for delivery: the verdict's changes and, on outbound mail, the
 /// disclaimer, in one rewrite. Unchanged, the entry is marked scanned in place; changed, the
 /// rewritten copy is committed (and marked scanned) before the original is deleted.
-async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict, changes: Changes) -> Result<QueueId, String> {
+async fn prepare_delivery(
+    shared: &Arc<Shared>,
+    entry: &QueueEntry,
+    verdict: &MessageVerdict,
+    changes: Changes,
+) -> Result<QueueId, String> {
     let id = &entry.id;
     let q = &shared.queue;
     let snap = shared.snapshot();
-    let disclaimer = snap.disclaimer.clone().filter(|_| disclaimer::is_outbound(&snap.relay, &entry.envelope));
+    let disclaimer = snap
+        .disclaimer
+        .clone()
+        .filter(|_| disclaimer::is_outbound(&snap.relay, &entry.envelope));
     if changes.is_empty() && disclaimer.is_none() {
         q.mark_scanned(id).await.map_err(|e| e.to_string())?;
         return Ok(id.clone());
@@ -256,8 +353,13 @@ async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &Me
     let envelope = entry.envelope.clone();
     let verdict_changes = changes.clone();
     let (rewritten, with_disclaimer) = tokio::task::spawn_blocking(move || {
-        let rewritten = if verdict_changes.is_empty() { raw } else { rewrite::apply(&raw, &verdict_changes) };
-        let with_disclaimer = disclaimer.map(|d| disclaimer::add(&d, &snap.relay, &envelope, &rewritten));
+        let rewritten = if verdict_changes.is_empty() {
+            raw
+        } else {
+            rewrite::apply(&raw, &verdict_changes)
+        };
+        let with_disclaimer =
+            disclaimer.map(|d| disclaimer::add(&d, &snap.relay, &envelope, &rewritten));
         (rewritten, with_disclaimer)
     })
     .await
@@ -265,7 +367,10 @@ async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &Me
     let (content, parts) = match with_disclaimer {
         Some(Ok(WithDisclaimer { message, parts })) => (message, Some(parts)),
         Some(Err(NoDisclaimer::NotAdded(why))) => {
-            q.tracking().event(id, TrackEvent::now("disclaimer_not_added", None, why.to_string()));
+            q.tracking().event(
+                id,
+                TrackEvent::now("disclaimer_not_added", None, why.to_string()),
+            );
             tracing::info!(queue_id = %id, reason = %why, "disclaimer not added");
             (rewritten, None)
         }
@@ -287,10 +392,19 @@ async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &Me
     };
     record_copy(shared, &new, &format!("rewritten from {id} ({what})"));
     if let Some(parts) = &parts {
-        q.tracking().event(id, TrackEvent::now("disclaimer_added", None, format!("{parts}; copy queued as {}", new.id)));
+        q.tracking().event(
+            id,
+            TrackEvent::now(
+                "disclaimer_added",
+                None,
+                format!("{parts}; copy queued as {}", new.id),
+            ),
+        );
         tracing::info!(queue_id = %id, new_queue_id = %new.id, parts = %parts, "disclaimer added");
     }
-    q.delete_with_reason(id, &format!("replaced by its rewritten copy {}", new.id)).await.map_err(|e| e.to_string())?;
+    q.delete_with_reason(id, &format!("replaced by its rewritten copy {}", new.id))
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(queue_id = %id, new_queue_id = %new.id, changes = %what, "message rewritten");
     Ok(new.id)
 }
@@ -298,7 +412,11 @@ async fn prepare_delivery(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &Me
 /// Commits a message made by the gateway (a rewritten copy, a forwarded copy, a notification)
 /// and marks it scanned: it carries a verdict already, or is our own text. It is claimed while
 /// it is committed and marked, so the scheduler never scans it in between.
-pub(crate) async fn queue_scanned(shared: &Shared, envelope: queue::Envelope, content: &[u8]) -> Result<QueueEntry, String> {
+pub(crate) async fn queue_scanned(
+    shared: &Shared,
+    envelope: queue::Envelope,
+    content: &[u8],
+) -> Result<QueueEntry, String> {
     let q = &shared.queue;
     let mut draft = q.draft(envelope).map_err(|e| e.to_string())?;
     let new_id = draft.id().clone();
@@ -324,15 +442,32 @@ pub(crate) async fn queue_scanned(shared: &Shared, envelope: queue::Envelope, co
 /// Notes on the tracking record of a message the gateway made from another one why it exists
 /// (the queue started the record itself at commit).
 fn record_copy(shared: &Shared, new: &QueueEntry, detail: &str) {
-    shared.queue.tracking().event(&new.id, TrackEvent::now("received", None, detail));
+    shared
+        .queue
+        .tracking()
+        .event(&new.id, TrackEvent::now("received", None, detail));
 }
 
 /// Queues a copy of the (possibly rewritten) message to `to`, from the null sender so it can
 /// never bounce to the original (possibly forged) sender.
-async fn forward_copy(shared: &Arc<Shared>, original: &QueueEntry, source: &QueueId, to: &str, verdict: &MessageVerdict) -> Result<(), String> {
-    let raw = shared.queue.read_message(source).await.map_err(|e| e.to_string())?;
+async fn forward_copy(
+    shared: &Arc<Shared>,
+    original: &QueueEntry,
+    source: &QueueId,
+    to: &str,
+    verdict: &MessageVerdict,
+) -> Result<(), String> {
+    let raw = shared
+        .queue
+        .read_message(source)
+        .await
+        .map_err(|e| e.to_string())?;
     let changes = Changes {
-        headers: vec![format!("X-Portcullis-Forwarded: copy of {} for {}", original.id, rewrite::header_value(&verdict.summary()))],
+        headers: vec![format!(
+            "X-Portcullis-Forwarded: copy of {} for {}",
+            original.id,
+            rewrite::header_value(&verdict.summary())
+        )],
         ..Default::default()
     };
     let content = rewrite::apply(&raw, &changes);
@@ -345,8 +480,15 @@ async fn forward_copy(shared: &Arc<Shared>, original: &QueueEntry, source: &Queu
         client: None,
     };
     let copy = queue_scanned(shared, envelope, &content).await?;
-    record_copy(shared, &copy, &format!("copy of {} forwarded for its verdict", original.id));
-    shared.queue.tracking().event(&original.id, TrackEvent::now("forwarded", Some(to), format!("copy queued as {}", copy.id)));
+    record_copy(
+        shared,
+        &copy,
+        &format!("copy of {} forwarded for its verdict", original.id),
+    );
+    shared.queue.tracking().event(
+        &original.id,
+        TrackEvent::now("forwarded", Some(to), format!("copy queued as {}", copy.id)),
+    );
     tracing::info!(queue_id = %original.id, copy_queue_id = %copy.id, to, "copy forwarded");
     Ok(())
 }
@@ -356,15 +498,35 @@ mod tests {
     use super::*;
     use crate::scan::VerdictReason;
 
-    fn reason(text: &str, action: Action, carrier: Option<&str>, virus: Option<&str>) -> VerdictReason {
-        VerdictReason { text: text.into(), action, carrier: carrier.map(String::from), virus: virus.map(String::from), violation: None }
+    fn reason(
+        text: &str,
+        action: Action,
+        carrier: Option<&str>,
+        virus: Option<&str>,
+    ) -> VerdictReason {
+        VerdictReason {
+            text: text.into(),
+            action,
+            carrier: carrier.map(String::from),
+            virus: virus.map(String::from),
+            violation: None,
+        }
     }
 
     #[test]
     fn virus_reject_in_session_is_554_5_7_0_naming_the_virus() {
-        let v = MessageVerdict::from_reasons(vec![reason("virus Eicar found in x", Action::Reject, None, Some("Eicar-Test-Signature"))]);
+        let v = MessageVerdict::from_reasons(vec![reason(
+            "virus Eicar found in x",
+            Action::Reject,
+            None,
+            Some("Eicar-Test-Signature"),
+        )]);
         match plan(&v, true) {
-            Disposition::Reject { code, enhanced, text } => {
+            Disposition::Reject {
+                code,
+                enhanced,
+                text,
+            } => {
                 assert_eq!((code, enhanced), (554, "5.7.0"));
                 assert!(text.contains("Eicar-Test-Signature"), "{text}");
             }
@@ -374,22 +536,41 @@ mod tests {
 
     #[test]
     fn policy_reject_in_session_is_550_5_7_1_with_the_reason() {
-        let v = MessageVerdict::from_reasons(vec![reason("subject \"win\" matches blocked pattern \"*win*\"", Action::Reject, None, None)]);
-        let Disposition::Reject { code, enhanced, text } = plan(&v, true) else { panic!() };
+        let v = MessageVerdict::from_reasons(vec![reason(
+            "subject \"win\" matches blocked pattern \"*win*\"",
+            Action::Reject,
+            None,
+            None,
+        )]);
+        let Disposition::Reject {
+            code,
+            enhanced,
+            text,
+        } = plan(&v, true)
+        else {
+            panic!()
+        };
         assert_eq!((code, enhanced), (550, "5.7.1"));
         assert!(text.contains("blocked pattern"), "{text}");
     }
 
     #[test]
     fn reject_after_queueing_becomes_drop_never_a_bounce() {
-        let v = MessageVerdict::from_reasons(vec![reason("virus X found", Action::Reject, None, Some("X"))]);
+        let v = MessageVerdict::from_reasons(vec![reason(
+            "virus X found",
+            Action::Reject,
+            None,
+            Some("X"),
+        )]);
         assert!(matches!(plan(&v, false), Disposition::Drop { .. }));
     }
 
     #[test]
     fn hold_quarantine_and_drop_map_to_themselves() {
         let v = MessageVerdict::from_reasons(vec![reason("unscannable", Action::Hold, None, None)]);
-        assert!(matches!(plan(&v, true), Disposition::Hold { reason } if reason.contains("unscannable")));
+        assert!(
+            matches!(plan(&v, true), Disposition::Hold { reason } if reason.contains("unscannable"))
+        );
         let v = MessageVerdict::from_reasons(vec![reason("rule", Action::Quarantine, None, None)]);
         assert_eq!(plan(&v, true), Disposition::Quarantine);
         let v = MessageVerdict::from_reasons(vec![reason("rule", Action::Drop, None, None)]);
@@ -398,22 +579,52 @@ mod tests {
 
     #[test]
     fn clean_and_log_verdicts_deliver_unchanged() {
-        assert_eq!(plan(&MessageVerdict::clean(), true), Disposition::Deliver { changes: Changes::default(), forward_to: vec![] });
-        let v = MessageVerdict::from_reasons(vec![reason("encrypted container", Action::Log, None, None)]);
-        assert_eq!(plan(&v, true), Disposition::Deliver { changes: Changes::default(), forward_to: vec![] });
+        assert_eq!(
+            plan(&MessageVerdict::clean(), true),
+            Disposition::Deliver {
+                changes: Changes::default(),
+                forward_to: vec![]
+            }
+        );
+        let v = MessageVerdict::from_reasons(vec![reason(
+            "encrypted container",
+            Action::Log,
+            None,
+            None,
+        )]);
+        assert_eq!(
+            plan(&v, true),
+            Disposition::Deliver {
+                changes: Changes::default(),
+                forward_to: vec![]
+            }
+        );
     }
 
     #[test]
     fn tag_adds_the_verdict_header_the_configured_header_and_subject_prefix() {
         let v = MessageVerdict::from_reasons(vec![reason(
             "content rule \"x\" matched",
-            Action::Tag { header: Some("X-Policy: suspect".into()), subject_prefix: Some("[SUSPECT]".into()) },
+            Action::Tag {
+                header: Some("X-Policy: suspect".into()),
+                subject_prefix: Some("[SUSPECT]".into()),
+            },
             None,
             None,
         )]);
-        let Disposition::Deliver { changes, forward_to } = plan(&v, true) else { panic!() };
+        let Disposition::Deliver {
+            changes,
+            forward_to,
+        } = plan(&v, true)
+        else {
+            panic!()
+        };
         assert!(forward_to.is_empty());
-        assert!(changes.headers[0].starts_with("X-Portcullis-Verdict: tag"), "{:?}", changes.headers);
+        assert!(
+            changes.headers[0].starts_with("X-Portcullis-Verdict: tag"),
+            "{:?}",
+            changes.headers
+        );
         assert_eq!(changes.headers[1], "X-Policy: suspect");
         assert_eq!(changes.subject_prefixes, vec!["[SUSPECT]".to_string()]);
     }
@@ -421,15 +632,45 @@ mod tests {
     #[test]
     fn strip_lists_each_carrier_once_with_a_note_naming_every_reason() {
         let v = MessageVerdict::from_reasons(vec![
-            reason("file name \"a.exe\" has blocked extension .exe in message/attachment[1] \"a.zip\"/a.exe", Action::StripPart, Some("message/attachment[1] \"a.zip\""), None),
-            reason("virus X found in message/attachment[1] \"a.zip\"/a.exe", Action::StripPart, Some("message/attachment[1] \"a.zip\""), Some("X")),
-            reason("rule", Action::Forward { to: "sec@example.com".into() }, None, None),
+            reason(
+                "file name \"a.exe\" has blocked extension .exe in message/attachment[1] \"a.zip\"/a.exe",
+                Action::StripPart,
+                Some("message/attachment[1] \"a.zip\""),
+                None,
+            ),
+            reason(
+                "virus X found in message/attachment[1] \"a.zip\"/a.exe",
+                Action::StripPart,
+                Some("message/attachment[1] \"a.zip\""),
+                Some("X"),
+            ),
+            reason(
+                "rule",
+                Action::Forward {
+                    to: "sec@example.com".into(),
+                },
+                None,
+                None,
+            ),
         ]);
-        let Disposition::Deliver { changes, forward_to } = plan(&v, true) else { panic!() };
+        let Disposition::Deliver {
+            changes,
+            forward_to,
+        } = plan(&v, true)
+        else {
+            panic!()
+        };
         assert_eq!(changes.strip.len(), 1);
-        assert!(changes.strip[0].1.contains("blocked extension") && changes.strip[0].1.contains("virus X"));
+        assert!(
+            changes.strip[0].1.contains("blocked extension")
+                && changes.strip[0].1.contains("virus X")
+        );
         assert_eq!(forward_to, vec!["sec@example.com".to_string()]);
-        assert!(changes.headers[0].starts_with("X-Portcullis-Verdict: strip the attachment"), "{:?}", changes.headers);
+        assert!(
+            changes.headers[0].starts_with("X-Portcullis-Verdict: strip the attachment"),
+            "{:?}",
+            changes.headers
+        );
     }
 
     #[test]
@@ -456,7 +697,10 @@ mod tests {
         }
 
         async fn gateway(dir: &std::path::Path, toml: &str) -> Arc<Shared> {
-            let text = format!("[server]\ndata_dir = {:?}\nhostname = \"gw.example.com\"\n{toml}", dir.display().to_string());
+            let text = format!(
+                "[server]\ndata_dir = {:?}\nhostname = \"gw.example.com\"\n{toml}",
+                dir.display().to_string()
+            );
             let config = Config::parse(&text, "test.toml", &Overrides::default()).unwrap();
             let (queue, _) = Queue::open(&dir.join("queue"), QueueConfig::default()).unwrap();
             let snap = Snapshot::new(config, Arc::new(portcullis_av::Engine::builtin())).unwrap();
@@ -468,7 +712,12 @@ mod tests {
             commit_from(shared, "a@example.com", &["b@example.com"], content).await
         }
 
-        async fn commit_from(shared: &Shared, sender: &str, recipients: &[&str], content: &[u8]) -> QueueEntry {
+        async fn commit_from(
+            shared: &Shared,
+            sender: &str,
+            recipients: &[&str],
+            content: &[u8],
+        ) -> QueueEntry {
             let envelope = queue::Envelope {
                 sender: sender.into(),
                 recipients: recipients.iter().map(|r| r.to_string()).collect(),
@@ -482,8 +731,14 @@ mod tests {
             shared.queue.commit(draft).await.unwrap()
         }
 
-        async fn scan_and_apply(shared: &Arc<Shared>, entry: &QueueEntry, in_session: bool) -> Applied {
-            let verdict = crate::scan::inspect(shared.snapshot(), &shared.queue, &entry.id).await.unwrap();
+        async fn scan_and_apply(
+            shared: &Arc<Shared>,
+            entry: &QueueEntry,
+            in_session: bool,
+        ) -> Applied {
+            let verdict = crate::scan::inspect(shared.snapshot(), &shared.queue, &entry.id)
+                .await
+                .unwrap();
             apply(shared, entry, &verdict, in_session).await.unwrap()
         }
 
@@ -493,10 +748,19 @@ mod tests {
             let shared = gateway(dir.path(), "").await;
             let entry = commit(&shared, &mail()).await;
             let applied = scan_and_apply(&shared, &entry, true).await;
-            assert!(matches!(&applied, Applied::Rejected { code: 554, enhanced: "5.7.0", text } if text.contains("Eicar-Test-Signature")), "{applied:?}");
+            assert!(
+                matches!(&applied, Applied::Rejected { code: 554, enhanced: "5.7.0", text } if text.contains("Eicar-Test-Signature")),
+                "{applied:?}"
+            );
             assert!(shared.queue.list().is_empty());
             let record = shared.queue.tracking().get(&entry.id).unwrap();
-            assert!(record.events.iter().any(|e| e.kind == "scanned" && e.detail.starts_with("reject")), "{record:?}");
+            assert!(
+                record
+                    .events
+                    .iter()
+                    .any(|e| e.kind == "scanned" && e.detail.starts_with("reject")),
+                "{record:?}"
+            );
         }
 
         #[tokio::test]
@@ -504,7 +768,10 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), "").await;
             let entry = commit(&shared, &mail()).await;
-            assert_eq!(scan_and_apply(&shared, &entry, false).await, Applied::Dropped);
+            assert_eq!(
+                scan_and_apply(&shared, &entry, false).await,
+                Applied::Dropped
+            );
             assert!(shared.queue.list().is_empty());
         }
 
@@ -513,13 +780,19 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), "[antivirus]\naction = \"quarantine\"\n").await;
             let entry = commit(&shared, &mail()).await;
-            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Quarantined);
+            assert_eq!(
+                scan_and_apply(&shared, &entry, true).await,
+                Applied::Quarantined
+            );
             assert!(shared.queue.list().is_empty());
             let store = QuarantineStore::new(&dir.path().join("quarantine"));
             let records = store.list().unwrap();
             assert_eq!(records.len(), 1);
             assert_eq!(records[0].id, entry.id.to_string());
-            assert_eq!(records[0].envelope.recipients, vec!["b@example.com".to_string()]);
+            assert_eq!(
+                records[0].envelope.recipients,
+                vec!["b@example.com".to_string()]
+            );
             assert_eq!(records[0].verdict.viruses(), vec!["Eicar-Test-Signature"]);
             assert_eq!(store.read_message(&records[0].id).unwrap(), mail());
         }
@@ -529,30 +802,48 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), "[antivirus]\naction = \"strip\"\n").await;
             let entry = commit(&shared, &mail()).await;
-            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else { panic!() };
+            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else {
+                panic!()
+            };
             assert_ne!(new_id, entry.id);
             assert!(shared.queue.get(&entry.id).is_none());
             let new = shared.queue.get(&new_id).unwrap();
             assert!(new.scanned);
             assert_eq!(new.envelope.recipients, entry.envelope.recipients);
-            let content = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
-            assert!(!content.contains("EICAR") && content.contains("hello"), "{content}");
-            assert!(content.contains("X-Portcullis-Verdict: strip the attachment"), "{content}");
-            let verdict = crate::scan::inspect(shared.snapshot(), &shared.queue, &new_id).await.unwrap();
+            let content =
+                String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert!(
+                !content.contains("EICAR") && content.contains("hello"),
+                "{content}"
+            );
+            assert!(
+                content.contains("X-Portcullis-Verdict: strip the attachment"),
+                "{content}"
+            );
+            let verdict = crate::scan::inspect(shared.snapshot(), &shared.queue, &new_id)
+                .await
+                .unwrap();
             assert_eq!(verdict, MessageVerdict::clean());
         }
 
         #[tokio::test]
         async fn hold_verdict_holds_and_marks_scanned_and_clean_mail_is_marked_scanned_in_place() {
             let dir = tempfile::tempdir().unwrap();
-            let shared = gateway(dir.path(), "[scan.policy.subjects]\npatterns = [\"*hold me*\"]\naction = \"hold\"\n").await;
+            let shared = gateway(
+                dir.path(),
+                "[scan.policy.subjects]\npatterns = [\"*hold me*\"]\naction = \"hold\"\n",
+            )
+            .await;
             let held = commit(&shared, b"Subject: please hold me\r\n\r\nhi\r\n").await;
             assert_eq!(scan_and_apply(&shared, &held, true).await, Applied::Held);
             let e = shared.queue.get(&held.id).unwrap();
             assert_eq!(e.kind, portcullis_queue::QueueKind::Hold);
             assert!(e.scanned && e.hold_reason.unwrap().contains("hold me"));
             let clean = commit(&shared, b"Subject: hello\r\n\r\nhi\r\n").await;
-            assert_eq!(scan_and_apply(&shared, &clean, true).await, Applied::Queued(clean.id.clone()));
+            assert_eq!(
+                scan_and_apply(&shared, &clean, true).await,
+                Applied::Queued(clean.id.clone())
+            );
             assert!(shared.queue.get(&clean.id).unwrap().scanned);
         }
 
@@ -565,47 +856,93 @@ mod tests {
             )
             .await;
             let entry = commit(&shared, b"Subject: your invoice\r\n\r\nhi\r\n").await;
-            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Queued(entry.id.clone()));
+            assert_eq!(
+                scan_and_apply(&shared, &entry, true).await,
+                Applied::Queued(entry.id.clone())
+            );
             let list = shared.queue.list();
             assert_eq!(list.len(), 2);
             let copy = list.iter().find(|e| e.id != entry.id).unwrap();
             assert_eq!(copy.envelope.sender, "");
-            assert_eq!(copy.envelope.recipients, vec!["sec@example.com".to_string()]);
+            assert_eq!(
+                copy.envelope.recipients,
+                vec!["sec@example.com".to_string()]
+            );
             assert!(copy.scanned);
         }
         /// The entries the gateway queued besides `except`, with their content.
         async fn others(shared: &Shared, except: &[&QueueId]) -> Vec<(QueueEntry, String)> {
             let mut out = Vec::new();
-            for e in shared.queue.list().into_iter().filter(|e| !except.contains(&&e.id)) {
-                let text = String::from_utf8(shared.queue.read_message(&e.id).await.unwrap()).unwrap();
+            for e in shared
+                .queue
+                .list()
+                .into_iter()
+                .filter(|e| !except.contains(&&e.id))
+            {
+                let text =
+                    String::from_utf8(shared.queue.read_message(&e.id).await.unwrap()).unwrap();
                 out.push((e, text));
             }
             out
         }
 
         fn events(shared: &Shared, id: &QueueId, kind: &str) -> Vec<portcullis_queue::TrackEvent> {
-            shared.queue.tracking().get(id).unwrap().events.into_iter().filter(|e| e.kind == kind).collect()
+            shared
+                .queue
+                .tracking()
+                .get(id)
+                .unwrap()
+                .events
+                .into_iter()
+                .filter(|e| e.kind == kind)
+                .collect()
         }
 
         #[tokio::test]
-        async fn virus_verdict_queues_a_notification_to_each_recipient_and_the_admin_from_the_null_sender() {
+        async fn virus_verdict_queues_a_notification_to_each_recipient_and_the_admin_from_the_null_sender()
+         {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(
                 dir.path(),
                 "[antivirus]\naction = \"quarantine\"\n[notifications]\nadmin = \"security@example.com\"\nvirus = { recipients = true, admin = true }\n",
             )
             .await;
-            let entry = commit_from(&shared, "a@example.com", &["b@example.com", "c@example.com"], &mail()).await;
-            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Quarantined);
+            let entry = commit_from(
+                &shared,
+                "a@example.com",
+                &["b@example.com", "c@example.com"],
+                &mail(),
+            )
+            .await;
+            assert_eq!(
+                scan_and_apply(&shared, &entry, true).await,
+                Applied::Quarantined
+            );
             let queued = others(&shared, &[]).await;
-            let mut to: Vec<String> = queued.iter().map(|(e, _)| e.envelope.recipients.join(",")).collect();
+            let mut to: Vec<String> = queued
+                .iter()
+                .map(|(e, _)| e.envelope.recipients.join(","))
+                .collect();
             to.sort();
-            assert_eq!(to, vec!["b@example.com", "c@example.com", "security@example.com"]);
+            assert_eq!(
+                to,
+                vec!["b@example.com", "c@example.com", "security@example.com"]
+            );
             for (e, text) in &queued {
-                assert_eq!(e.envelope.sender, "", "notifications go out from the null sender");
+                assert_eq!(
+                    e.envelope.sender, "",
+                    "notifications go out from the null sender"
+                );
                 assert!(e.scanned, "our own notifications are not scanned again");
-                assert!(text.contains("X-Portcullis-Notification: ") && text.contains("Auto-Submitted: auto-replied"), "{text}");
-                assert!(text.contains("Eicar-Test-Signature") && text.contains("quarantined"), "{text}");
+                assert!(
+                    text.contains("X-Portcullis-Notification: ")
+                        && text.contains("Auto-Submitted: auto-replied"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("Eicar-Test-Signature") && text.contains("quarantined"),
+                    "{text}"
+                );
                 assert!(text.contains(&entry.id.to_string()), "{text}");
             }
             let notified = events(&shared, &entry.id, "notified");
@@ -617,11 +954,20 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), "[antivirus]\naction = \"drop\"\n[notifications]\nvirus = { sender = true, recipients = false }\n").await;
             let entry = commit_from(&shared, "", &["b@example.com"], &mail()).await;
-            assert_eq!(scan_and_apply(&shared, &entry, false).await, Applied::Dropped);
-            assert!(shared.queue.list().is_empty(), "nothing may be queued for the null sender");
+            assert_eq!(
+                scan_and_apply(&shared, &entry, false).await,
+                Applied::Dropped
+            );
+            assert!(
+                shared.queue.list().is_empty(),
+                "nothing may be queued for the null sender"
+            );
             let suppressed = events(&shared, &entry.id, "notification_suppressed");
             assert_eq!(suppressed.len(), 1, "{suppressed:?}");
-            assert!(suppressed[0].detail.contains("sender") && suppressed[0].detail.contains("null"), "{suppressed:?}");
+            assert!(
+                suppressed[0].detail.contains("sender") && suppressed[0].detail.contains("null"),
+                "{suppressed:?}"
+            );
         }
 
         #[tokio::test]
@@ -629,14 +975,23 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), "[notifications]\nadmin = \"security@example.com\"\nvirus = { sender = true, recipients = true, admin = true }\n").await;
             let entry = commit(&shared, &mail()).await;
-            assert!(matches!(scan_and_apply(&shared, &entry, true).await, Applied::Rejected { code: 554, .. }));
+            assert!(matches!(
+                scan_and_apply(&shared, &entry, true).await,
+                Applied::Rejected { code: 554, .. }
+            ));
             let queued = others(&shared, &[]).await;
             assert_eq!(queued.len(), 1);
-            assert_eq!(queued[0].0.envelope.recipients, vec!["security@example.com".to_string()]);
+            assert_eq!(
+                queued[0].0.envelope.recipients,
+                vec!["security@example.com".to_string()]
+            );
             assert!(queued[0].1.contains("refused"), "{}", queued[0].1);
             let suppressed = events(&shared, &entry.id, "notification_suppressed");
             assert_eq!(suppressed.len(), 2, "sender and recipient: {suppressed:?}");
-            assert!(suppressed.iter().all(|e| e.detail.contains("already told")), "{suppressed:?}");
+            assert!(
+                suppressed.iter().all(|e| e.detail.contains("already told")),
+                "{suppressed:?}"
+            );
         }
 
         #[tokio::test]
@@ -644,7 +999,10 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), "[notifications]\n").await;
             let entry = commit(&shared, b"Subject: hello\r\n\r\nhi\r\n").await;
-            assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Queued(entry.id.clone()));
+            assert_eq!(
+                scan_and_apply(&shared, &entry, true).await,
+                Applied::Queued(entry.id.clone())
+            );
             assert!(others(&shared, &[&entry.id]).await.is_empty());
         }
 
@@ -654,21 +1012,47 @@ mod tests {
         async fn outbound_mail_gets_the_disclaimer_once_in_a_rewritten_copy() {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), DISCLAIMER).await;
-            let entry = commit_from(&shared, "a@example.com", &["b@example.com", "x@other.test"], b"Subject: hello\r\n\r\nhi there\r\n").await;
-            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else { panic!() };
-            assert_ne!(new_id, entry.id, "the disclaimer is added to a new committed copy");
-            assert!(shared.queue.get(&entry.id).is_none(), "the original is deleted");
+            let entry = commit_from(
+                &shared,
+                "a@example.com",
+                &["b@example.com", "x@other.test"],
+                b"Subject: hello\r\n\r\nhi there\r\n",
+            )
+            .await;
+            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else {
+                panic!()
+            };
+            assert_ne!(
+                new_id, entry.id,
+                "the disclaimer is added to a new committed copy"
+            );
+            assert!(
+                shared.queue.get(&entry.id).is_none(),
+                "the original is deleted"
+            );
             let new = shared.queue.get(&new_id).unwrap();
             assert!(new.scanned);
             assert_eq!(new.envelope.recipients, entry.envelope.recipients);
-            let content = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
-            assert!(content.contains("X-Portcullis-Disclaimer: added\r\n"), "{content}");
-            assert!(content.contains("hi there\r\n") && content.contains("This message is confidential."), "{content}");
+            let content =
+                String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert!(
+                content.contains("X-Portcullis-Disclaimer: added\r\n"),
+                "{content}"
+            );
+            assert!(
+                content.contains("hi there\r\n")
+                    && content.contains("This message is confidential."),
+                "{content}"
+            );
             assert_eq!(events(&shared, &entry.id, "disclaimer_added").len(), 1);
 
             // A rescan of the copy (as after a crash before it was marked scanned) adds nothing.
-            assert_eq!(scan_and_apply(&shared, &new, false).await, Applied::Queued(new_id.clone()));
-            let again = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert_eq!(
+                scan_and_apply(&shared, &new, false).await,
+                Applied::Queued(new_id.clone())
+            );
+            let again =
+                String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
             assert_eq!(again, content);
             assert_eq!(again.matches("This message is confidential.").count(), 1);
         }
@@ -678,24 +1062,57 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let shared = gateway(dir.path(), DISCLAIMER).await;
             let raw = b"Subject: hello\r\n\r\nhi there\r\n";
-            for (sender, rcpt) in [("x@other.test", "a@example.com"), ("a@example.com", "b@mail.corp.example"), ("", "x@other.test")] {
+            for (sender, rcpt) in [
+                ("x@other.test", "a@example.com"),
+                ("a@example.com", "b@mail.corp.example"),
+                ("", "x@other.test"),
+            ] {
                 let entry = commit_from(&shared, sender, &[rcpt], raw).await;
-                assert_eq!(scan_and_apply(&shared, &entry, true).await, Applied::Queued(entry.id.clone()), "{sender} -> {rcpt}");
-                assert_eq!(shared.queue.read_message(&entry.id).await.unwrap(), raw.to_vec(), "{sender} -> {rcpt}");
+                assert_eq!(
+                    scan_and_apply(&shared, &entry, true).await,
+                    Applied::Queued(entry.id.clone()),
+                    "{sender} -> {rcpt}"
+                );
+                assert_eq!(
+                    shared.queue.read_message(&entry.id).await.unwrap(),
+                    raw.to_vec(),
+                    "{sender} -> {rcpt}"
+                );
             }
         }
 
         #[tokio::test]
         async fn a_tagged_outbound_message_is_rewritten_once_with_tag_and_disclaimer() {
             let dir = tempfile::tempdir().unwrap();
-            let toml = format!("{DISCLAIMER}[scan.policy.subjects]\npatterns = [\"*offer*\"]\naction = {{ tag = {{ subject_prefix = \"[SUSPECT]\" }} }}\n");
+            let toml = format!(
+                "{DISCLAIMER}[scan.policy.subjects]\npatterns = [\"*offer*\"]\naction = {{ tag = {{ subject_prefix = \"[SUSPECT]\" }} }}\n"
+            );
             let shared = gateway(dir.path(), &toml).await;
-            let entry = commit_from(&shared, "a@example.com", &["x@other.test"], b"Subject: an offer\r\n\r\nhi there\r\n").await;
-            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else { panic!() };
-            let in_queue: Vec<QueueId> = shared.queue.list().into_iter().filter(|e| e.envelope.sender == "a@example.com").map(|e| e.id).collect();
+            let entry = commit_from(
+                &shared,
+                "a@example.com",
+                &["x@other.test"],
+                b"Subject: an offer\r\n\r\nhi there\r\n",
+            )
+            .await;
+            let Applied::Queued(new_id) = scan_and_apply(&shared, &entry, true).await else {
+                panic!()
+            };
+            let in_queue: Vec<QueueId> = shared
+                .queue
+                .list()
+                .into_iter()
+                .filter(|e| e.envelope.sender == "a@example.com")
+                .map(|e| e.id)
+                .collect();
             assert_eq!(in_queue, vec![new_id.clone()]);
-            let content = String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
-            assert!(content.contains("Subject: [SUSPECT] an offer") && content.contains("This message is confidential."), "{content}");
+            let content =
+                String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
+            assert!(
+                content.contains("Subject: [SUSPECT] an offer")
+                    && content.contains("This message is confidential."),
+                "{content}"
+            );
         }
     }
 }

@@ -43,12 +43,16 @@ pub enum NoticeError {
 
 /// Extracts the RFC 3463 status from a reply text, or a generic one for the class.
 pub fn status_of(reply: &str, permanent: bool) -> String {
-    let found = reply.split(|c: char| c.is_whitespace() || c == '(' || c == ')').find(|tok| {
-        let parts: Vec<&str> = tok.split('.').collect();
-        parts.len() == 3
-            && matches!(parts[0], "2" | "4" | "5")
-            && parts[1..].iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-    });
+    let found = reply
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .find(|tok| {
+            let parts: Vec<&str> = tok.split('.').collect();
+            parts.len() == 3
+                && matches!(parts[0], "2" | "4" | "5")
+                && parts[1..]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        });
     match found {
         Some(s) if permanent == s.starts_with('5') => s.to_string(),
         _ if permanent => "5.0.0".into(),
@@ -91,7 +95,9 @@ pub async fn send_notice(
         client: None,
     };
     // Our own notice: queued already marked scanned, like every message the gateway makes.
-    let entry = crate::disposition::queue_scanned(shared, envelope, &text).await.map_err(NoticeError::Queue)?;
+    let entry = crate::disposition::queue_scanned(shared, envelope, &text)
+        .await
+        .map_err(NoticeError::Queue)?;
     let kind = match notice {
         Notice::Failure => "dsn_sent",
         Notice::Delay { .. } => "delay_notice_sent",
@@ -159,9 +165,8 @@ fn compose(
              This is only a warning: you do not need to send the message again. We will keep trying.",
         ),
     };
-    let mut human = format!(
-        "This is the mail system at host {reporting_mta}.\r\n\r\n{intro}\r\n\r\n"
-    );
+    let mut human =
+        format!("This is the mail system at host {reporting_mta}.\r\n\r\n{intro}\r\n\r\n");
     if let Notice::Delay { until } = notice {
         human.push_str(&format!(
             "If it still cannot be delivered by {}, it will be returned to you.\r\n\r\n",
@@ -230,7 +235,9 @@ fn compose(
 
 /// Diagnostics may come from remote servers: keep them on one line so they cannot inject fields.
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -239,7 +246,10 @@ mod tests {
 
     #[test]
     fn status_is_taken_from_the_reply_when_the_class_agrees() {
-        assert_eq!(status_of("host x said: 550 5.1.1 no such user", true), "5.1.1");
+        assert_eq!(
+            status_of("host x said: 550 5.1.1 no such user", true),
+            "5.1.1"
+        );
         assert_eq!(status_of("451 4.3.0 try later", false), "4.3.0");
         assert_eq!(status_of("550 no enhanced code", true), "5.0.0");
         assert_eq!(status_of("connection refused", false), "4.0.0");
@@ -248,6 +258,9 @@ mod tests {
 
     #[test]
     fn diagnostics_cannot_inject_header_lines() {
-        assert_eq!(one_line("550 bad\r\nStatus: 2.0.0"), "550 bad  Status: 2.0.0");
+        assert_eq!(
+            one_line("550 bad\r\nStatus: 2.0.0"),
+            "550 bad  Status: 2.0.0"
+        );
     }
 }

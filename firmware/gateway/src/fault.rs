@@ -36,7 +36,9 @@ fn enabled() -> bool {
     *ENABLED.get_or_init(|| {
         let on = std::env::var("PORTCULLIS_FAULT_INJECTION").is_ok_and(|v| v == "1");
         if on {
-            tracing::warn!("fault injection is enabled (PORTCULLIS_FAULT_INJECTION=1): for tests only");
+            tracing::warn!(
+                "fault injection is enabled (PORTCULLIS_FAULT_INJECTION=1): for tests only"
+            );
         }
         on
     })

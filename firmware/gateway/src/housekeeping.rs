@@ -47,7 +47,10 @@ pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
         return Err(std::io::Error::last_os_error());
     }
     let frsize = s.f_frsize as u64;
-    Ok(DiskSpace { available: s.f_bavail as u64 * frsize, total: s.f_blocks as u64 * frsize })
+    Ok(DiskSpace {
+        available: s.f_bavail as u64 * frsize,
+        total: s.f_blocks as u64 * frsize,
+    })
 }
 
 /// Available memory in percent of total, from `/proc/meminfo`.
@@ -67,7 +70,11 @@ pub fn memory_available_percent() -> Option<f64> {
 }
 
 /// The housekeeping part: runs until `shutdown`.
-pub async fn run(shared: Arc<Shared>, hb: Heartbeat, shutdown: CancellationToken) -> Result<(), String> {
+pub async fn run(
+    shared: Arc<Shared>,
+    hb: Heartbeat,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     // The first round runs at start-up, then hourly.
     let mut last_prune = tokio::time::Instant::now() - LOG_PRUNE_INTERVAL;
     loop {
@@ -100,10 +107,14 @@ async fn expire_quarantine(shared: &Arc<Shared>) {
         return;
     }
     let store = crate::quarantine::QuarantineStore::new(&config.quarantine_dir());
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
+    let cutoff = chrono::Utc::now()
+        - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36500));
     match tokio::task::spawn_blocking(move || store.expire(cutoff)).await {
         Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(expired = n, "quarantined messages past their retention deleted"),
+        Ok(Ok(n)) => tracing::info!(
+            expired = n,
+            "quarantined messages past their retention deleted"
+        ),
         Ok(Err(e)) => tracing::error!(error = %e, "cannot expire quarantined messages"),
         Err(e) => tracing::error!(error = %e, "quarantine expiry task failed"),
     }
@@ -123,7 +134,11 @@ pub fn check_once(shared: &Arc<Shared>) {
             let floor = config.alerts.disk_floor_percent;
             let was_refusing = shared.switches.disk_floor();
             // A little hysteresis so mail does not flap between accepted and refused.
-            let refusing = if was_refusing { free < floor + 0.5 } else { free < floor };
+            let refusing = if was_refusing {
+                free < floor + 0.5
+            } else {
+                free < floor
+            };
             if refusing != was_refusing {
                 shared.switches.set_disk_floor(refusing);
                 if refusing {
@@ -134,7 +149,10 @@ pub fn check_once(shared: &Arc<Shared>) {
                         format!("Data directory: {}\nAvailable: {} bytes of {}\nFloor: {floor}%", data_dir.display(), space.available, space.total),
                     ));
                 } else {
-                    tracing::warn!(free_percent = free, "disk space recovered; accepting new mail again");
+                    tracing::warn!(
+                        free_percent = free,
+                        "disk space recovered; accepting new mail again"
+                    );
                 }
             }
             if free < config.alerts.low_disk_percent {
@@ -142,7 +160,12 @@ pub fn check_once(shared: &Arc<Shared>) {
                     AlertKind::LowDisk,
                     data_dir.display().to_string(),
                     format!("{free:.1}% free on the data file system"),
-                    format!("Data directory: {}\nAvailable: {} bytes of {}", data_dir.display(), space.available, space.total),
+                    format!(
+                        "Data directory: {}\nAvailable: {} bytes of {}",
+                        data_dir.display(),
+                        space.available,
+                        space.total
+                    ),
                 ));
             }
         }
@@ -150,7 +173,12 @@ pub fn check_once(shared: &Arc<Shared>) {
     }
     if let Some(mem) = memory_available_percent() {
         if mem < config.alerts.low_memory_percent {
-            shared.alert(Alert::new(AlertKind::LowMemory, "memory", format!("{mem:.1}% of memory available"), String::new()));
+            shared.alert(Alert::new(
+                AlertKind::LowMemory,
+                "memory",
+                format!("{mem:.1}% of memory available"),
+                String::new(),
+            ));
         }
     }
 }

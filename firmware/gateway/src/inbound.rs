@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use portcullis_queue as queue;
-use portcullis_smtp::{BodyType, Envelope, MailHandler, MailParams, Path, Reply, SessionEnd, SessionInfo, SessionStats};
+use portcullis_smtp::{
+    BodyType, Envelope, MailHandler, MailParams, Path, Reply, SessionEnd, SessionInfo, SessionStats,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::alerts::{Alert, AlertKind};
@@ -32,14 +34,27 @@ impl MailHandler for Inbound {
         Ok(())
     }
 
-    async fn mail_from(&self, session: &SessionInfo, from: &Path, _params: &MailParams) -> Result<(), Reply> {
+    async fn mail_from(
+        &self,
+        session: &SessionInfo,
+        from: &Path,
+        _params: &MailParams,
+    ) -> Result<(), Reply> {
         if self.shared.switches.rejecting_incoming() {
             tracing::info!(session_id = session.id, client_ip = %session.peer.ip(), "refused MAIL: incoming mail is switched off");
-            return Err(Reply::new(450, "4.3.2", "not accepting mail right now, try later"));
+            return Err(Reply::new(
+                450,
+                "4.3.2",
+                "not accepting mail right now, try later",
+            ));
         }
         if self.shared.switches.disk_floor() {
             tracing::warn!(session_id = session.id, client_ip = %session.peer.ip(), "refused MAIL: disk space below the floor");
-            return Err(Reply::new(452, "4.3.1", "insufficient system storage, try again later"));
+            return Err(Reply::new(
+                452,
+                "4.3.1",
+                "insufficient system storage, try again later",
+            ));
         }
         if from.source_route {
             return Err(Reply::new(553, "5.1.7", "source routes are not accepted"));
@@ -51,7 +66,12 @@ impl MailHandler for Inbound {
         Ok(())
     }
 
-    async fn rcpt_to(&self, session: &SessionInfo, _envelope: &Envelope, rcpt: &Path) -> Result<(), Reply> {
+    async fn rcpt_to(
+        &self,
+        session: &SessionInfo,
+        _envelope: &Envelope,
+        rcpt: &Path,
+    ) -> Result<(), Reply> {
         if rcpt.source_route {
             return Err(Reply::new(553, "5.1.3", "source routes are not accepted"));
         }
@@ -63,7 +83,11 @@ impl MailHandler for Inbound {
                 self.shared.alert(Alert::new(
                     AlertKind::UnauthorizedAccess,
                     session.peer.ip().to_string(),
-                    format!("relay attempt from {} to <{}>", session.peer.ip(), rcpt.address),
+                    format!(
+                        "relay attempt from {} to <{}>",
+                        session.peer.ip(),
+                        rcpt.address
+                    ),
                     format!("HELO: {}", session.helo.as_deref().unwrap_or("none")),
                 ));
             }
@@ -71,7 +95,11 @@ impl MailHandler for Inbound {
         decision
     }
 
-    async fn begin_body(&self, session: &SessionInfo, envelope: &Envelope) -> Result<queue::Draft, Reply> {
+    async fn begin_body(
+        &self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+    ) -> Result<queue::Draft, Reply> {
         let snap = self.shared.snapshot();
         let stored = queue::Envelope {
             sender: envelope.mail_from.address.clone(),
@@ -82,21 +110,42 @@ impl MailHandler for Inbound {
             client: Some(queue::ClientInfo {
                 ip: session.peer.ip(),
                 helo: session.helo.clone(),
-                tls: session.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher)),
+                tls: session
+                    .tls
+                    .as_ref()
+                    .map(|t| format!("{} {}", t.protocol, t.cipher)),
                 session_id: session.id,
             }),
         };
-        let mut draft = self.shared.queue.draft(stored).map_err(|e| storage_reply(&e))?;
-        let header = received_header(&snap.config.server.hostname, session, envelope, &draft.id().to_string());
+        let mut draft = self
+            .shared
+            .queue
+            .draft(stored)
+            .map_err(|e| storage_reply(&e))?;
+        let header = received_header(
+            &snap.config.server.hostname,
+            session,
+            envelope,
+            &draft.id().to_string(),
+        );
         if let Err(e) = draft.write_all(header.as_bytes()).await {
             tracing::error!(session_id = session.id, error = %e, "cannot write to the spool");
             self.shared.queue.discard(draft).await;
-            return Err(Reply::new(451, "4.3.0", "local error writing the message, try again later"));
+            return Err(Reply::new(
+                451,
+                "4.3.0",
+                "local error writing the message, try again later",
+            ));
         }
         Ok(draft)
     }
 
-    async fn end_body(&self, session: &SessionInfo, _envelope: &Envelope, body: queue::Draft) -> Reply {
+    async fn end_body(
+        &self,
+        session: &SessionInfo,
+        _envelope: &Envelope,
+        body: queue::Draft,
+    ) -> Reply {
         let id = body.id().clone();
         // Claimed before the commit, so the scheduler never sees the message unclaimed and
         // unscanned while this session is still deciding about it.
@@ -134,27 +183,48 @@ impl MailHandler for Inbound {
             SessionEnd::IoError(_) => "io-error",
             SessionEnd::RefusedAtConnect => "refused-at-connect",
         };
-        self.shared.metrics.sessions.get_or_create(&vec![("end", end)]).inc();
-        if matches!(stats.end, SessionEnd::ProtocolViolation(_) | SessionEnd::TooManyErrors) {
+        self.shared
+            .metrics
+            .sessions
+            .get_or_create(&vec![("end", end)])
+            .inc();
+        if matches!(
+            stats.end,
+            SessionEnd::ProtocolViolation(_) | SessionEnd::TooManyErrors
+        ) {
             self.shared.alert(Alert::new(
                 AlertKind::SmtpProtocolViolation,
                 session.peer.ip().to_string(),
-                format!("SMTP protocol violation by {}: {}", session.peer.ip(), stats.end),
-                format!("HELO: {}\nerrors: {}", session.helo.as_deref().unwrap_or("none"), stats.errors),
+                format!(
+                    "SMTP protocol violation by {}: {}",
+                    session.peer.ip(),
+                    stats.end
+                ),
+                format!(
+                    "HELO: {}\nerrors: {}",
+                    session.helo.as_deref().unwrap_or("none"),
+                    stats.errors
+                ),
             ));
         }
         let started = chrono::DateTime::<Utc>::from(session.started);
-        self.shared.queue.tracking().record_session(&queue::SessionRecord {
-            session_id: session.id,
-            started,
-            ended: Utc::now(),
-            client_ip: session.peer.ip(),
-            helo: session.helo.clone(),
-            tls: session.tls.as_ref().map(|t| format!("{} {}", t.protocol, t.cipher)),
-            messages: stats.messages_accepted,
-            rejected: stats.messages_rejected + stats.recipients_rejected,
-            end: stats.end.to_string(),
-        });
+        self.shared
+            .queue
+            .tracking()
+            .record_session(&queue::SessionRecord {
+                session_id: session.id,
+                started,
+                ended: Utc::now(),
+                client_ip: session.peer.ip(),
+                helo: session.helo.clone(),
+                tls: session
+                    .tls
+                    .as_ref()
+                    .map(|t| format!("{} {}", t.protocol, t.cipher)),
+                messages: stats.messages_accepted,
+                rejected: stats.messages_rejected + stats.recipients_rejected,
+                end: stats.end.to_string(),
+            });
     }
 }
 
@@ -166,21 +236,38 @@ impl Inbound {
         let queued = Reply::new(250, "2.0.0", format!("Ok: queued as {}", entry.id));
         let snap = self.shared.snapshot();
         let budget = snap.config.queue.scan_budget;
-        let verdict = match self.shared.scan.inspect_within(snap, &self.shared.queue, budget, entry).await {
+        let verdict = match self
+            .shared
+            .scan
+            .inspect_within(snap, &self.shared.queue, budget, entry)
+            .await
+        {
             Inspection::Verdict(v) => v,
             Inspection::Deferred => {
-                self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "scan-after-queueing")]).inc();
+                self.shared
+                    .metrics
+                    .verdicts
+                    .get_or_create(&vec![("verdict", "scan-after-queueing")])
+                    .inc();
                 tracing::info!(queue_id = %entry.id, session_id = session.id, "scan budget used up; the message is scanned after queueing");
                 return queued;
             }
             Inspection::Failed(e) => {
-                self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "error")]).inc();
+                self.shared
+                    .metrics
+                    .verdicts
+                    .get_or_create(&vec![("verdict", "error")])
+                    .inc();
                 tracing::error!(queue_id = %entry.id, session_id = session.id, error = %e, "scan failed; the message is scanned after queueing");
                 return queued;
             }
         };
         match disposition::apply(&self.shared, entry, &verdict, true).await {
-            Ok(Applied::Rejected { code, enhanced, text }) => {
+            Ok(Applied::Rejected {
+                code,
+                enhanced,
+                text,
+            }) => {
                 tracing::info!(queue_id = %entry.id, session_id = session.id, client_ip = %session.peer.ip(), code, reply = %text, "message refused after scanning");
                 Reply::new(code, enhanced, text)
             }
@@ -205,9 +292,18 @@ fn storage_reply(e: &queue::QueueError) -> Reply {
 }
 
 /// The trace header we prepend (RFC 5321 §4.4), with the protocol keyword of RFC 3848.
-fn received_header(hostname: &str, session: &SessionInfo, envelope: &Envelope, queue_id: &str) -> String {
+fn received_header(
+    hostname: &str,
+    session: &SessionInfo,
+    envelope: &Envelope,
+    queue_id: &str,
+) -> String {
     let helo = session.helo.as_deref().unwrap_or("unknown");
-    let protocol = match (envelope.params.smtputf8, session.esmtp, session.tls.is_some()) {
+    let protocol = match (
+        envelope.params.smtputf8,
+        session.esmtp,
+        session.tls.is_some(),
+    ) {
         (true, _, true) => "UTF8SMTPS",
         (true, _, false) => "UTF8SMTP",
         (false, true, true) => "ESMTPS",
@@ -219,7 +315,10 @@ fn received_header(hostname: &str, session: &SessionInfo, envelope: &Envelope, q
         session.peer.ip()
     );
     if let Some(tls) = &session.tls {
-        h.push_str(&format!("\r\n\t(using {} with cipher {})", tls.protocol, tls.cipher));
+        h.push_str(&format!(
+            "\r\n\t(using {} with cipher {})",
+            tls.protocol, tls.cipher
+        ));
     }
     if let [only] = envelope.rcpt_to.as_slice() {
         h.push_str(&format!("\r\n\tfor <{}>", only.address));

@@ -59,31 +59,79 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("portcullis");
         let sessions = Family::<Labels, Counter>::default();
-        registry.register("smtp_sessions", "Inbound SMTP sessions by how they ended", sessions.clone());
+        registry.register(
+            "smtp_sessions",
+            "Inbound SMTP sessions by how they ended",
+            sessions.clone(),
+        );
         let messages_received = Counter::default();
-        registry.register("messages_received", "Messages accepted with 250 after DATA", messages_received.clone());
+        registry.register(
+            "messages_received",
+            "Messages accepted with 250 after DATA",
+            messages_received.clone(),
+        );
         let recipients = Family::<Labels, Counter>::default();
-        registry.register("recipients", "Delivery results per recipient by outcome", recipients.clone());
+        registry.register(
+            "recipients",
+            "Delivery results per recipient by outcome",
+            recipients.clone(),
+        );
         let messages_held = Counter::default();
-        registry.register("messages_held", "Messages moved to the hold queue", messages_held.clone());
+        registry.register(
+            "messages_held",
+            "Messages moved to the hold queue",
+            messages_held.clone(),
+        );
         let verdicts = Family::<Labels, Counter>::default();
-        registry.register("scan_verdicts", "Scan verdicts by verdict", verdicts.clone());
+        registry.register(
+            "scan_verdicts",
+            "Scan verdicts by verdict",
+            verdicts.clone(),
+        );
         let delivery_latency = Histogram::new(exponential_buckets(0.05, 2.0, 18));
-        registry.register("delivery_latency_seconds", "Time from acceptance to delivery per recipient", delivery_latency.clone());
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from acceptance to delivery per recipient",
+            delivery_latency.clone(),
+        );
         let queue_size = Family::<Labels, Gauge>::default();
-        registry.register("queue_messages", "Messages in each queue", queue_size.clone());
+        registry.register(
+            "queue_messages",
+            "Messages in each queue",
+            queue_size.clone(),
+        );
         let disk_free_bytes = Gauge::<f64, AtomicU64>::default();
-        registry.register("disk_free_bytes", "Free bytes on the data file system", disk_free_bytes.clone());
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes on the data file system",
+            disk_free_bytes.clone(),
+        );
         let disk_free_ratio = Gauge::<f64, AtomicU64>::default();
-        registry.register("disk_free_ratio", "Free fraction of the data file system", disk_free_ratio.clone());
+        registry.register(
+            "disk_free_ratio",
+            "Free fraction of the data file system",
+            disk_free_ratio.clone(),
+        );
         let memory_available_ratio = Gauge::<f64, AtomicU64>::default();
-        registry.register("memory_available_ratio", "Available fraction of memory", memory_available_ratio.clone());
+        registry.register(
+            "memory_available_ratio",
+            "Available fraction of memory",
+            memory_available_ratio.clone(),
+        );
         let uptime_seconds = Gauge::default();
-        registry.register("uptime_seconds", "Seconds since the process started", uptime_seconds.clone());
+        registry.register(
+            "uptime_seconds",
+            "Seconds since the process started",
+            uptime_seconds.clone(),
+        );
         let definitions_age_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register("definitions_age_seconds", "Seconds since the installed antivirus definitions were built (absent when none are installed)", definitions_age_seconds.clone());
         let definitions_version = Gauge::default();
-        registry.register("definitions_version", "Version of the installed antivirus definitions (0 when none)", definitions_version.clone());
+        registry.register(
+            "definitions_version",
+            "Version of the installed antivirus definitions (0 when none)",
+            definitions_version.clone(),
+        );
         Metrics {
             definitions_age_seconds,
             definitions_version,
@@ -104,14 +152,22 @@ impl Metrics {
 
     /// Counts a recipient's delivery outcome.
     pub fn recipient(&self, outcome: &'static str) {
-        self.recipients.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.recipients
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     /// Renders the text exposition, refreshing the state gauges first.
     pub fn render(&self, shared: &Shared) -> String {
         let counts = shared.queue.counts();
-        for (name, n) in [("incoming", counts.incoming), ("deferred", counts.deferred), ("hold", counts.hold)] {
-            self.queue_size.get_or_create(&vec![("queue", name)]).set(n as i64);
+        for (name, n) in [
+            ("incoming", counts.incoming),
+            ("deferred", counts.deferred),
+            ("hold", counts.hold),
+        ] {
+            self.queue_size
+                .get_or_create(&vec![("queue", name)])
+                .set(n as i64);
         }
         let data_dir = shared.snapshot().config.server.data_dir.join("queue");
         if let Ok(space) = crate::housekeeping::disk_space(&data_dir) {
@@ -121,10 +177,13 @@ impl Metrics {
         if let Some(mem) = crate::housekeeping::memory_available_percent() {
             self.memory_available_ratio.set(mem / 100.0);
         }
-        self.uptime_seconds.set(shared.started.elapsed().as_secs() as i64);
+        self.uptime_seconds
+            .set(shared.started.elapsed().as_secs() as i64);
         if let Some(updater) = shared.definitions.get() {
-            self.definitions_age_seconds.set(updater.age_seconds().unwrap_or(0.0));
-            self.definitions_version.set(updater.status().installed.map_or(0, |v| v.version as i64));
+            self.definitions_age_seconds
+                .set(updater.age_seconds().unwrap_or(0.0));
+            self.definitions_version
+                .set(updater.status().installed.map_or(0, |v| v.version as i64));
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -138,13 +197,24 @@ async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let body = shared.metrics.render(&shared);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
 }
 
 /// Serves `/metrics` on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", axum::routing::get(scrape)).with_state(shared);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

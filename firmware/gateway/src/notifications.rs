@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use portcullis_queue::{Envelope, QueueEntry, TrackEvent};
-use portcullis_scan::{Audience, MessageFacts, NotificationPlan, OriginalHeaders, Outcome, Suppressed, SuppressedNotification};
+use portcullis_scan::{
+    Audience, MessageFacts, NotificationPlan, OriginalHeaders, Outcome, Suppressed,
+    SuppressedNotification,
+};
 
 use crate::disposition::Disposition;
 use crate::scan::MessageVerdict;
@@ -30,7 +33,13 @@ pub fn wanted(shared: &Shared, verdict: &MessageVerdict) -> bool {
 pub fn outcome_of(disposition: &Disposition) -> Outcome {
     match disposition {
         Disposition::Deliver { changes, .. } if !changes.strip.is_empty() => {
-            Outcome::PartsStripped { parts: changes.strip.iter().map(|(carrier, _)| carrier.clone()).collect() }
+            Outcome::PartsStripped {
+                parts: changes
+                    .strip
+                    .iter()
+                    .map(|(carrier, _)| carrier.clone())
+                    .collect(),
+            }
         }
         Disposition::Deliver { changes, .. } if !changes.is_empty() => Outcome::DeliveredTagged,
         Disposition::Deliver { .. } => Outcome::Delivered,
@@ -43,14 +52,23 @@ pub fn outcome_of(disposition: &Disposition) -> Outcome {
 
 /// The facts notifications are written from. `headers` is the original header section, read
 /// before the disposition could remove the message from the queue.
-pub fn facts(entry: &QueueEntry, headers: &[u8], verdict: &MessageVerdict, outcome: Outcome) -> MessageFacts {
+pub fn facts(
+    entry: &QueueEntry,
+    headers: &[u8],
+    verdict: &MessageVerdict,
+    outcome: Outcome,
+) -> MessageFacts {
     MessageFacts {
         queue_id: entry.id.to_string(),
         envelope_sender: entry.envelope.sender.clone(),
         envelope_recipients: entry.envelope.recipients.clone(),
         headers: OriginalHeaders::from_message(headers),
         size: entry.size,
-        violations: verdict.reasons.iter().map(|r| r.violation_report()).collect(),
+        violations: verdict
+            .reasons
+            .iter()
+            .map(|r| r.violation_report())
+            .collect(),
         outcome,
     }
 }
@@ -59,13 +77,21 @@ pub fn facts(entry: &QueueEntry, headers: &[u8], verdict: &MessageVerdict, outco
 /// crate's: a message refused in the SMTP session was never accepted, so only the admin (when
 /// configured) hears of it; the sender's server has the reply and the recipients never had it.
 pub fn plan(shared: &Shared, facts: &MessageFacts) -> NotificationPlan {
-    let Some(notifier) = shared.snapshot().notifications.clone() else { return NotificationPlan::default() };
+    let Some(notifier) = shared.snapshot().notifications.clone() else {
+        return NotificationPlan::default();
+    };
     let mut plan = notifier.notifications(facts, Utc::now());
     if facts.outcome == Outcome::Rejected {
-        let (keep, refused): (Vec<_>, Vec<_>) = plan.notifications.into_iter().partition(|n| n.audience == Audience::Admin);
+        let (keep, refused): (Vec<_>, Vec<_>) = plan
+            .notifications
+            .into_iter()
+            .partition(|n| n.audience == Audience::Admin);
         plan.notifications = keep;
         for n in refused {
-            plan.suppressed.push(SuppressedNotification { audience: n.audience, reason: Suppressed::RejectedInSession });
+            plan.suppressed.push(SuppressedNotification {
+                audience: n.audience,
+                reason: Suppressed::RejectedInSession,
+            });
         }
     }
     plan
@@ -82,7 +108,14 @@ pub async fn send(shared: &Arc<Shared>, original: &QueueEntry, plan: Notificatio
             Suppressed::UnusableAddress(address) => Some(address.as_str()),
             _ => None,
         };
-        tracking.event(id, TrackEvent::now("notification_suppressed", recipient, format!("{}: {}", audience_name(s.audience), s.reason)));
+        tracking.event(
+            id,
+            TrackEvent::now(
+                "notification_suppressed",
+                recipient,
+                format!("{}: {}", audience_name(s.audience), s.reason),
+            ),
+        );
         tracing::info!(queue_id = %id, audience = audience_name(s.audience), reason = %s.reason, "notification suppressed");
     }
     for n in plan.notifications {
@@ -99,13 +132,25 @@ pub async fn send(shared: &Arc<Shared>, original: &QueueEntry, plan: Notificatio
         let to = n.recipients.join(", ");
         match crate::disposition::queue_scanned(shared, envelope, &n.message).await {
             Ok(notice) => {
-                let detail = format!("{} notice ({}) queued as {}", audience_name(n.audience), kinds.join(","), notice.id);
+                let detail = format!(
+                    "{} notice ({}) queued as {}",
+                    audience_name(n.audience),
+                    kinds.join(","),
+                    notice.id
+                );
                 tracking.event(id, TrackEvent::now("notified", Some(&to), detail));
                 tracing::info!(queue_id = %id, notice_queue_id = %notice.id, audience = audience_name(n.audience), to = %to, violations = %kinds.join(","), "notification queued");
             }
             Err(e) => {
-                let detail = format!("{} notice ({}) could not be queued: {e}", audience_name(n.audience), kinds.join(","));
-                tracking.event(id, TrackEvent::now("notification_failed", Some(&to), detail));
+                let detail = format!(
+                    "{} notice ({}) could not be queued: {e}",
+                    audience_name(n.audience),
+                    kinds.join(",")
+                );
+                tracking.event(
+                    id,
+                    TrackEvent::now("notification_failed", Some(&to), detail),
+                );
                 tracing::error!(queue_id = %id, audience = audience_name(n.audience), to = %to, error = %e, "cannot queue the notification");
             }
         }
@@ -128,15 +173,36 @@ mod tests {
 
     #[test]
     fn outcome_follows_the_disposition_carried_out() {
-        let deliver = |changes: Changes| Disposition::Deliver { changes, forward_to: vec![] };
+        let deliver = |changes: Changes| Disposition::Deliver {
+            changes,
+            forward_to: vec![],
+        };
         assert_eq!(outcome_of(&deliver(Changes::default())), Outcome::Delivered);
-        let tagged = Changes { subject_prefixes: vec!["[X]".into()], ..Default::default() };
+        let tagged = Changes {
+            subject_prefixes: vec!["[X]".into()],
+            ..Default::default()
+        };
         assert_eq!(outcome_of(&deliver(tagged)), Outcome::DeliveredTagged);
-        let stripped = Changes { strip: vec![("message/attachment[1] \"a.exe\"".into(), "note".into())], ..Default::default() };
-        assert_eq!(outcome_of(&deliver(stripped)), Outcome::PartsStripped { parts: vec!["message/attachment[1] \"a.exe\"".into()] });
+        let stripped = Changes {
+            strip: vec![("message/attachment[1] \"a.exe\"".into(), "note".into())],
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome_of(&deliver(stripped)),
+            Outcome::PartsStripped {
+                parts: vec!["message/attachment[1] \"a.exe\"".into()]
+            }
+        );
         assert_eq!(outcome_of(&Disposition::Quarantine), Outcome::Quarantined);
-        assert_eq!(outcome_of(&Disposition::Drop { reason: "x".into() }), Outcome::Dropped);
-        let reject = Disposition::Reject { code: 554, enhanced: "5.7.0", text: "virus".into() };
+        assert_eq!(
+            outcome_of(&Disposition::Drop { reason: "x".into() }),
+            Outcome::Dropped
+        );
+        let reject = Disposition::Reject {
+            code: 554,
+            enhanced: "5.7.0",
+            text: "virus".into(),
+        };
         assert_eq!(outcome_of(&reject), Outcome::Rejected);
     }
 }

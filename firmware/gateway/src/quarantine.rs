@@ -77,7 +77,9 @@ pub struct QuarantineStore {
 impl QuarantineStore {
     /// The store in `dir` (created on the first `put`).
     pub fn new(dir: &Path) -> QuarantineStore {
-        QuarantineStore { dir: dir.to_path_buf() }
+        QuarantineStore {
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn path(&self, id: &str, ext: &str) -> PathBuf {
@@ -102,12 +104,20 @@ impl QuarantineStore {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(QuarantineError::Io { action: "read", path: self.dir.clone(), source: e }),
+            Err(e) => {
+                return Err(QuarantineError::Io {
+                    action: "read",
+                    path: self.dir.clone(),
+                    source: e,
+                });
+            }
         };
         let mut records = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let Some(id) = name.strip_suffix(".json") else { continue };
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
             match self.get(id) {
                 Ok(r) => records.push(r),
                 Err(e) => tracing::warn!(error = %e, "quarantine record skipped"),
@@ -123,10 +133,21 @@ impl QuarantineStore {
         let path = self.path(id, "json");
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(QuarantineError::NotFound(id.to_string())),
-            Err(e) => return Err(QuarantineError::Io { action: "read", path, source: e }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(QuarantineError::NotFound(id.to_string()));
+            }
+            Err(e) => {
+                return Err(QuarantineError::Io {
+                    action: "read",
+                    path,
+                    source: e,
+                });
+            }
         };
-        serde_json::from_slice(&bytes).map_err(|e| QuarantineError::Corrupt { path, problem: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| QuarantineError::Corrupt {
+            path,
+            problem: e.to_string(),
+        })
     }
 
     /// The content of one message.
@@ -160,7 +181,13 @@ impl QuarantineStore {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(QuarantineError::Io { action: "remove", path, source: e }),
+                Err(e) => {
+                    return Err(QuarantineError::Io {
+                        action: "remove",
+                        path,
+                        source: e,
+                    });
+                }
             }
         }
         sync_dir(&self.dir)
@@ -178,13 +205,25 @@ fn valid_id(id: &str) -> Result<(), QuarantineError> {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> QuarantineError {
     let path = path.to_path_buf();
-    move |source| QuarantineError::Io { action, path, source }
+    move |source| QuarantineError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Write to `<path>.tmp`, fsync, rename over `path`.
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), QuarantineError> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_err("create", &tmp))?;
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
     file.write_all(bytes).map_err(io_err("write", &tmp))?;
     file.sync_all().map_err(io_err("sync", &tmp))?;
     drop(file);
@@ -192,7 +231,9 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), QuarantineError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), QuarantineError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
 }
 
 #[cfg(test)]
@@ -242,7 +283,12 @@ mod tests {
         store.delete(&id).unwrap();
         assert!(store.list().unwrap().is_empty());
         assert!(matches!(store.get(&id), Err(QuarantineError::NotFound(_))));
-        assert!(!dir.path().join("quarantine").join(format!("{id}.eml")).exists());
+        assert!(
+            !dir.path()
+                .join("quarantine")
+                .join(format!("{id}.eml"))
+                .exists()
+        );
     }
 
     fn record_with_time(id: &str, got: &QuarantineRecord) -> QuarantineRecord {
@@ -256,7 +302,10 @@ mod tests {
     fn ids_that_are_not_queue_ids_are_refused_without_touching_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = QuarantineStore::new(dir.path());
-        assert!(matches!(store.get("../etc/passwd"), Err(QuarantineError::NotFound(_))));
+        assert!(matches!(
+            store.get("../etc/passwd"),
+            Err(QuarantineError::NotFound(_))
+        ));
         assert!(store.put(&record("../x"), b"x").is_err());
     }
 
@@ -279,7 +328,9 @@ mod tests {
         old.quarantined_at = Utc::now() - chrono::Duration::days(40);
         store.put(&old, b"old").unwrap();
         store.put(&record(&new_id), b"new").unwrap();
-        let removed = store.expire(Utc::now() - chrono::Duration::days(30)).unwrap();
+        let removed = store
+            .expire(Utc::now() - chrono::Duration::days(30))
+            .unwrap();
         assert_eq!(removed, 1);
         let left: Vec<String> = store.list().unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(left, vec![new_id]);

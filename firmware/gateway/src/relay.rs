@@ -28,7 +28,9 @@ impl DomainMatcher {
         };
         let valid = !name.is_empty()
             && name.split('.').all(|l| {
-                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
             });
         if !valid {
             return None;
@@ -61,9 +63,16 @@ pub struct RelayPolicy {
 
 impl RelayPolicy {
     /// Builds the policy from validated configuration values.
-    pub fn new(local_domains: &[String], relay_networks: &[IpNet], reject_chars: &str) -> RelayPolicy {
+    pub fn new(
+        local_domains: &[String],
+        relay_networks: &[IpNet],
+        reject_chars: &str,
+    ) -> RelayPolicy {
         RelayPolicy {
-            local_domains: local_domains.iter().filter_map(|d| DomainMatcher::parse(d)).collect(),
+            local_domains: local_domains
+                .iter()
+                .filter_map(|d| DomainMatcher::parse(d))
+                .collect(),
             relay_networks: relay_networks.to_vec(),
             reject_chars: reject_chars.chars().collect(),
         }
@@ -87,7 +96,9 @@ impl RelayPolicy {
             return Err(Reply::new(
                 553,
                 "5.1.3",
-                format!("address contains a refused character '{c}' (no %-hack or bang-path routing)"),
+                format!(
+                    "address contains a refused character '{c}' (no %-hack or bang-path routing)"
+                ),
             ));
         }
         Ok(())
@@ -104,7 +115,11 @@ impl RelayPolicy {
             ));
         };
         if domain.is_empty() {
-            return Err(Reply::new(501, "5.1.3", "recipient address has an empty domain"));
+            return Err(Reply::new(
+                501,
+                "5.1.3",
+                "recipient address has an empty domain",
+            ));
         }
         if self.is_local_domain(domain) || self.is_relay_client(client) {
             Ok(())
@@ -154,15 +169,31 @@ mod tests {
     #[test]
     fn relay_network_client_may_send_anywhere() {
         let p = policy(&["10.0.0.0/8"]);
-        assert!(p.check_recipient("10.1.2.3".parse().unwrap(), "u@elsewhere.net").is_ok());
-        assert!(p.check_recipient("::ffff:10.1.2.3".parse().unwrap(), "u@elsewhere.net").is_ok());
+        assert!(
+            p.check_recipient("10.1.2.3".parse().unwrap(), "u@elsewhere.net")
+                .is_ok()
+        );
+        assert!(
+            p.check_recipient("::ffff:10.1.2.3".parse().unwrap(), "u@elsewhere.net")
+                .is_ok()
+        );
     }
 
     #[test]
     fn percent_hack_and_bang_paths_are_refused_even_for_local_domains() {
         let p = policy(&[]);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(p.check_recipient(ip, "u%other.net@example.com").unwrap_err().code, 553);
-        assert_eq!(p.check_recipient(ip, "other.net!u@example.com").unwrap_err().code, 553);
+        assert_eq!(
+            p.check_recipient(ip, "u%other.net@example.com")
+                .unwrap_err()
+                .code,
+            553
+        );
+        assert_eq!(
+            p.check_recipient(ip, "other.net!u@example.com")
+                .unwrap_err()
+                .code,
+            553
+        );
     }
 }

@@ -28,13 +28,20 @@ impl Changes {
 
 /// Applies `changes` to a raw message (as spooled: CRLF line ends, our Received first).
 pub fn apply(raw: &[u8], changes: &Changes) -> Vec<u8> {
-    let stripped = if changes.strip.is_empty() { raw.to_vec() } else { strip_parts(raw, &changes.strip) };
+    let stripped = if changes.strip.is_empty() {
+        raw.to_vec()
+    } else {
+        strip_parts(raw, &changes.strip)
+    };
     tag(&stripped, &changes.headers, &changes.subject_prefixes)
 }
 
 /// Makes a value safe for one header line: no CR/LF or other control characters, bounded.
 pub fn header_value(text: &str) -> String {
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if clean.chars().count() > 900 {
         clean.chars().take(897).chain("...".chars()).collect()
     } else {
@@ -45,7 +52,9 @@ pub fn header_value(text: &str) -> String {
 /// Whether the message's own header section has a field called `name` (case-insensitive).
 pub fn has_header(raw: &[u8], name: &str) -> bool {
     let end = header_end(raw);
-    header_fields(raw, end).iter().any(|&(a, b)| starts_with_name(&raw[a..b], name))
+    header_fields(raw, end)
+        .iter()
+        .any(|&(a, b)| starts_with_name(&raw[a..b], name))
 }
 
 /// End of the header section: the index just after the empty line (or the message's length).
@@ -53,7 +62,10 @@ fn header_end(raw: &[u8]) -> usize {
     if raw.starts_with(b"\r\n") {
         return 2;
     }
-    raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(raw.len())
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(raw.len())
 }
 
 /// The header section split into fields, each with its continuation lines (byte ranges).
@@ -61,8 +73,16 @@ fn header_fields(raw: &[u8], end: usize) -> Vec<(usize, usize)> {
     let mut fields: Vec<(usize, usize)> = Vec::new();
     let mut pos = 0;
     while pos < end {
-        let line_end = raw[pos..end].windows(2).position(|w| w == b"\r\n").map(|p| pos + p + 2).unwrap_or(end);
-        if line_end - pos <= 2 && raw[pos..line_end].iter().all(|b| *b == b'\r' || *b == b'\n') {
+        let line_end = raw[pos..end]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| pos + p + 2)
+            .unwrap_or(end);
+        if line_end - pos <= 2
+            && raw[pos..line_end]
+                .iter()
+                .all(|b| *b == b'\r' || *b == b'\n')
+        {
             break;
         }
         match (raw[pos], fields.last_mut()) {
@@ -81,15 +101,25 @@ fn tag(raw: &[u8], headers: &[String], prefixes: &[String]) -> Vec<u8> {
     let end = header_end(raw);
     let fields = header_fields(raw, end);
     // New fields go after our own Received (the first field), keeping it the topmost trace.
-    let insert_at = fields.first().filter(|f| starts_with_name(&raw[f.0..f.1], "received")).map(|f| f.1).unwrap_or(0);
-    let subject = fields.iter().find(|f| starts_with_name(&raw[f.0..f.1], "subject")).copied();
+    let insert_at = fields
+        .first()
+        .filter(|f| starts_with_name(&raw[f.0..f.1], "received"))
+        .map(|f| f.1)
+        .unwrap_or(0);
+    let subject = fields
+        .iter()
+        .find(|f| starts_with_name(&raw[f.0..f.1], "subject"))
+        .copied();
     let mut out = Vec::with_capacity(raw.len() + 256);
     let mut added = String::new();
     for h in headers {
         added.push_str(h);
         added.push_str("\r\n");
     }
-    let prefix: String = prefixes.iter().map(|p| format!("{} ", header_value(p))).collect();
+    let prefix: String = prefixes
+        .iter()
+        .map(|p| format!("{} ", header_value(p)))
+        .collect();
     if subject.is_none() && !prefix.is_empty() {
         added.push_str(&format!("Subject: {}\r\n", prefix.trim_end()));
     }
@@ -98,8 +128,16 @@ fn tag(raw: &[u8], headers: &[String], prefixes: &[String]) -> Vec<u8> {
     if let Some((start, _)) = subject
         && !prefix.is_empty()
     {
-        let colon = raw[start..].iter().position(|b| *b == b':').map(|p| start + p + 1).unwrap_or(start);
-        let value_start = colon + raw[colon..].iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+        let colon = raw[start..]
+            .iter()
+            .position(|b| *b == b':')
+            .map(|p| start + p + 1)
+            .unwrap_or(start);
+        let value_start = colon
+            + raw[colon..]
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count();
         edits.push((value_start, value_start, prefix.into_bytes()));
     }
     edits.sort_by_key(|e| e.0);
@@ -113,7 +151,9 @@ fn tag(raw: &[u8], headers: &[String], prefixes: &[String]) -> Vec<u8> {
 }
 
 fn starts_with_name(field: &[u8], name: &str) -> bool {
-    field.len() > name.len() && field[..name.len()].eq_ignore_ascii_case(name.as_bytes()) && field[name.len()..].trim_ascii_start().starts_with(b":")
+    field.len() > name.len()
+        && field[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && field[name.len()..].trim_ascii_start().starts_with(b":")
 }
 
 /// Which top-level leaf a carrier path names: (is it a body, its number).
@@ -137,7 +177,10 @@ fn note_part(note: &str) -> String {
 }
 
 fn strip_parts(raw: &[u8], strip: &[(String, String)]) -> Vec<u8> {
-    let wanted: Vec<((bool, u32), &str)> = strip.iter().filter_map(|(c, note)| carrier_slot(c).map(|s| (s, note.as_str()))).collect();
+    let wanted: Vec<((bool, u32), &str)> = strip
+        .iter()
+        .filter_map(|(c, note)| carrier_slot(c).map(|s| (s, note.as_str())))
+        .collect();
     let Some(message) = MessageParser::new()
         .with_mime_headers()
         .with_address_headers()
@@ -164,7 +207,9 @@ fn strip_parts(raw: &[u8], strip: &[(String, String)]) -> Vec<u8> {
             attachments += 1;
             (false, attachments)
         };
-        let Some((_, note)) = wanted.iter().find(|(s, _)| *s == slot) else { continue };
+        let Some((_, note)) = wanted.iter().find(|(s, _)| *s == slot) else {
+            continue;
+        };
         if id == 0 {
             // The message is this one part: keep its headers except the Content-* ones.
             let end = header_end(raw);
@@ -178,7 +223,11 @@ fn strip_parts(raw: &[u8], strip: &[(String, String)]) -> Vec<u8> {
             out.extend_from_slice(b"\r\n");
             return out;
         }
-        edits.push((part.offset_header as usize, part.offset_end as usize, note_part(note).into_bytes()));
+        edits.push((
+            part.offset_header as usize,
+            part.offset_end as usize,
+            note_part(note).into_bytes(),
+        ));
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut pos = 0;
@@ -204,10 +253,19 @@ mod tests {
     fn tag_adds_header_after_received_and_prefixes_subject() {
         let out = apply(
             MAIL.as_bytes(),
-            &Changes { headers: vec!["X-Portcullis-Verdict: tag".into()], subject_prefixes: vec!["[SPAM]".into()], strip: vec![] },
+            &Changes {
+                headers: vec!["X-Portcullis-Verdict: tag".into()],
+                subject_prefixes: vec!["[SPAM]".into()],
+                strip: vec![],
+            },
         );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("Received: from x\r\n\tby y; now\r\nX-Portcullis-Verdict: tag\r\nFrom:"), "{text}");
+        assert!(
+            text.starts_with(
+                "Received: from x\r\n\tby y; now\r\nX-Portcullis-Verdict: tag\r\nFrom:"
+            ),
+            "{text}"
+        );
         assert!(text.contains("\r\nSubject: [SPAM] Hello\r\n"), "{text}");
         assert!(text.ends_with("--b1--\r\n"));
     }
@@ -216,35 +274,77 @@ mod tests {
     fn has_header_looks_only_at_the_message_header() {
         assert!(has_header(MAIL.as_bytes(), "subject"));
         assert!(!has_header(MAIL.as_bytes(), "Content-Disposition"));
-        assert!(!has_header(b"From: a@b\r\n\r\nX-Marker: in the body\r\n", "X-Marker"));
+        assert!(!has_header(
+            b"From: a@b\r\n\r\nX-Marker: in the body\r\n",
+            "X-Marker"
+        ));
     }
 
     #[test]
     fn subject_prefix_without_subject_adds_one() {
-        let out = apply(b"From: a@b\r\n\r\nbody\r\n", &Changes { subject_prefixes: vec!["[X]".into()], ..Default::default() });
-        assert_eq!(String::from_utf8(out).unwrap(), "Subject: [X]\r\nFrom: a@b\r\n\r\nbody\r\n");
+        let out = apply(
+            b"From: a@b\r\n\r\nbody\r\n",
+            &Changes {
+                subject_prefixes: vec!["[X]".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Subject: [X]\r\nFrom: a@b\r\n\r\nbody\r\n"
+        );
     }
 
     #[test]
     fn strip_replaces_the_named_attachment_by_a_note_and_keeps_the_rest() {
         let out = apply(
             MAIL.as_bytes(),
-            &Changes { strip: vec![("message/attachment[1] \"bad.exe\"".into(), "removed: bad.exe".into())], ..Default::default() },
+            &Changes {
+                strip: vec![(
+                    "message/attachment[1] \"bad.exe\"".into(),
+                    "removed: bad.exe".into(),
+                )],
+                ..Default::default()
+            },
         );
         let text = String::from_utf8(out).unwrap();
-        assert!(!text.contains("TVqQ") && !text.contains("bad.exe\""), "{text}");
-        assert!(text.contains("keep me") && text.contains("removed: bad.exe"), "{text}");
+        assert!(
+            !text.contains("TVqQ") && !text.contains("bad.exe\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("keep me") && text.contains("removed: bad.exe"),
+            "{text}"
+        );
         assert!(text.contains("\r\n--b1--\r\n"), "{text}");
         let parsed = portcullis_scan::decompose(text.as_bytes(), &Default::default());
-        assert_eq!(parsed.parts.len(), 2, "{:?}", parsed.parts.iter().map(|p| p.path.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            parsed.parts.len(),
+            2,
+            "{:?}",
+            parsed
+                .parts
+                .iter()
+                .map(|p| p.path.to_string())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn strip_of_a_single_part_message_keeps_its_other_headers() {
         let raw = b"From: a@b\r\nSubject: s\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=x.exe\r\n\r\nMZ....\r\n";
-        let out = apply(raw, &Changes { strip: vec![("message/attachment[1] \"x.exe\"".into(), "gone".into())], ..Default::default() });
+        let out = apply(
+            raw,
+            &Changes {
+                strip: vec![("message/attachment[1] \"x.exe\"".into(), "gone".into())],
+                ..Default::default()
+            },
+        );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("From: a@b\r\nSubject: s\r\nContent-Type: text/plain"), "{text}");
+        assert!(
+            text.starts_with("From: a@b\r\nSubject: s\r\nContent-Type: text/plain"),
+            "{text}"
+        );
         assert!(!text.contains("MZ...."), "{text}");
     }
 }

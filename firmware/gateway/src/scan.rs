@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use portcullis_av::{DetectionMethod, Engine};
 use portcullis_queue::{Queue, QueueEntry, QueueId};
-use portcullis_scan::{Action, CompiledPolicy, Decomposition, Limits, UnscannableAction, Violation, ViolationReport};
+use portcullis_scan::{
+    Action, CompiledPolicy, Decomposition, Limits, UnscannableAction, Violation, ViolationReport,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, VirusAction};
@@ -51,7 +53,11 @@ impl VerdictReason {
         match (&self.violation, &self.virus) {
             (Some(report), _) => report.clone(),
             (None, Some(name)) => ViolationReport::virus(name, self.carrier.as_deref()),
-            (None, None) => ViolationReport { violation: Violation::Content, detail: self.text.clone(), part: self.carrier.clone() },
+            (None, None) => ViolationReport {
+                violation: Violation::Content,
+                detail: self.text.clone(),
+                part: self.carrier.clone(),
+            },
         }
     }
 }
@@ -68,18 +74,29 @@ pub struct MessageVerdict {
 impl MessageVerdict {
     /// A verdict with nothing to object to.
     pub fn clean() -> MessageVerdict {
-        MessageVerdict { action: Action::Deliver, reasons: Vec::new() }
+        MessageVerdict {
+            action: Action::Deliver,
+            reasons: Vec::new(),
+        }
     }
 
     /// Builds a verdict from reasons; the decisive action is the most severe one asked for.
     pub fn from_reasons(reasons: Vec<VerdictReason>) -> MessageVerdict {
-        let action = reasons.iter().map(|r| &r.action).max_by_key(|a| a.severity()).cloned().unwrap_or(Action::Deliver);
+        let action = reasons
+            .iter()
+            .map(|r| &r.action)
+            .max_by_key(|a| a.severity())
+            .cloned()
+            .unwrap_or(Action::Deliver);
         MessageVerdict { action, reasons }
     }
 
     /// One line per reason, ending with the action it asks for.
     pub fn explain(&self) -> Vec<String> {
-        self.reasons.iter().map(|r| format!("{} -> {}", r.text, r.action)).collect()
+        self.reasons
+            .iter()
+            .map(|r| format!("{} -> {}", r.text, r.action))
+            .collect()
     }
 
     /// The decisive action followed by the reasons, on one line (tracking record, logs).
@@ -179,7 +196,12 @@ impl<'a> Scanners<'a> {
         MessageVerdict::from_reasons(reasons)
     }
 
-    fn antivirus(&self, engine: &Engine, raw: &[u8], message: &Decomposition) -> Vec<VerdictReason> {
+    fn antivirus(
+        &self,
+        engine: &Engine,
+        raw: &[u8],
+        message: &Decomposition,
+    ) -> Vec<VerdictReason> {
         let scope = &self.policy.policy().scan;
         let mut reasons = Vec::new();
         let mut found: Vec<String> = Vec::new();
@@ -192,7 +214,12 @@ impl<'a> Scanners<'a> {
                 None => engine.scan(&part.bytes),
             };
             for d in detections {
-                reasons.push(self.detection_reason(&d.name, d.method, part.path.as_str(), Some(part.carrier.to_string())));
+                reasons.push(self.detection_reason(
+                    &d.name,
+                    d.method,
+                    part.path.as_str(),
+                    Some(part.carrier.to_string()),
+                ));
                 found.push(d.name);
             }
         }
@@ -206,7 +233,13 @@ impl<'a> Scanners<'a> {
         reasons
     }
 
-    fn detection_reason(&self, name: &str, method: DetectionMethod, place: &str, carrier: Option<String>) -> VerdictReason {
+    fn detection_reason(
+        &self,
+        name: &str,
+        method: DetectionMethod,
+        place: &str,
+        carrier: Option<String>,
+    ) -> VerdictReason {
         if method == DetectionMethod::LimitExceeded {
             // An incomplete antivirus scan is an unscannable message, decided by that policy.
             let action = match self.policy.policy().unscannable.action {
@@ -284,7 +317,13 @@ impl ScanStage {
 
     /// Scans a committed message, giving up after `budget`. A scan cut short keeps running on
     /// the blocking pool until `scan.limits.max_time` stops it; its result is discarded.
-    pub async fn inspect_within(&self, snap: Arc<Snapshot>, queue: &Queue, budget: Duration, entry: &QueueEntry) -> Inspection {
+    pub async fn inspect_within(
+        &self,
+        snap: Arc<Snapshot>,
+        queue: &Queue,
+        budget: Duration,
+        entry: &QueueEntry,
+    ) -> Inspection {
         match tokio::time::timeout(budget, inspect(snap, queue, &entry.id)).await {
             Ok(Ok(verdict)) => Inspection::Verdict(verdict),
             Ok(Err(e)) => Inspection::Failed(e),
@@ -294,7 +333,11 @@ impl ScanStage {
 }
 
 /// Reads a queued message and scans it on the blocking pool.
-pub async fn inspect(snap: Arc<Snapshot>, queue: &Queue, id: &QueueId) -> Result<MessageVerdict, String> {
+pub async fn inspect(
+    snap: Arc<Snapshot>,
+    queue: &Queue,
+    id: &QueueId,
+) -> Result<MessageVerdict, String> {
     let raw = queue.read_message(id).await.map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let verdict = tokio::task::spawn_blocking(move || Scanners::of(&snap).evaluate(&raw))
@@ -320,7 +363,8 @@ pub fn load_engine(config: &Config) -> Engine {
         tracing::info!(target: "av", "antivirus is switched off (antivirus.enabled = false)");
         return Engine::builtin();
     }
-    let loaded = portcullis_defs::DefinitionsStore::open(&dir).and_then(|store| store.load_current());
+    let loaded =
+        portcullis_defs::DefinitionsStore::open(&dir).and_then(|store| store.load_current());
     match loaded {
         Ok(Some((engine, report))) => {
             let counts = engine.signature_counts();
@@ -350,11 +394,14 @@ pub fn load_engine(config: &Config) -> Engine {
 /// built-in engine.
 pub fn engine_for_cli(defs: Option<&Path>, data_dir: &Path) -> Result<Engine, String> {
     if let Some(path) = defs {
-        return Engine::load(path).map(|(engine, _)| engine).map_err(|e| e.to_string());
+        return Engine::load(path)
+            .map(|(engine, _)| engine)
+            .map_err(|e| e.to_string());
     }
     let store_dir = data_dir.join("definitions");
     if store_dir.join("current").exists() {
-        let store = portcullis_defs::DefinitionsStore::open(&store_dir).map_err(|e| e.to_string())?;
+        let store =
+            portcullis_defs::DefinitionsStore::open(&store_dir).map_err(|e| e.to_string())?;
         if let Some((engine, _)) = store.load_current().map_err(|e| e.to_string())? {
             return Ok(engine);
         }
@@ -388,8 +435,16 @@ impl portcullis_av::Decomposer for MailDecomposer {
             // (or nothing, when the parser took the text for a header).
             .filter(|p| !p.bytes.is_empty() && p.bytes.as_ref() != data)
             .map(|p| {
-                let inner = p.path.as_str().strip_prefix("message/").unwrap_or(p.path.as_str()).to_string();
-                portcullis_av::ScanPart { label: format!("{label}/{inner}"), data: p.bytes.to_vec() }
+                let inner = p
+                    .path
+                    .as_str()
+                    .strip_prefix("message/")
+                    .unwrap_or(p.path.as_str())
+                    .to_string();
+                portcullis_av::ScanPart {
+                    label: format!("{label}/{inner}"),
+                    data: p.bytes.to_vec(),
+                }
             })
             .collect()
     }
@@ -417,7 +472,11 @@ pub enum FileResult {
 
 /// Runs the whole pipeline (decomposition, policy, antivirus) offline on saved messages, with
 /// the scanners of `config` and `engine`, as `portcullis check` does.
-pub fn check_files(config: &Config, engine: &Engine, files: &[PathBuf]) -> Result<Vec<FileVerdict>, crate::ConfigError> {
+pub fn check_files(
+    config: &Config,
+    engine: &Engine,
+    files: &[PathBuf],
+) -> Result<Vec<FileVerdict>, crate::ConfigError> {
     let policy = config.compile_policy("configuration")?;
     let scanners = Scanners {
         limits: &config.scan.limits,
@@ -441,8 +500,18 @@ pub fn check_files(config: &Config, engine: &Engine, files: &[PathBuf]) -> Resul
 mod tests {
     use super::*;
 
-    fn scanners_with<'a>(policy: &'a CompiledPolicy, engine: &'a Engine, limits: &'a Limits, action: VirusAction) -> Scanners<'a> {
-        Scanners { limits, policy, engine: Some(engine), virus_action: action }
+    fn scanners_with<'a>(
+        policy: &'a CompiledPolicy,
+        engine: &'a Engine,
+        limits: &'a Limits,
+        action: VirusAction,
+    ) -> Scanners<'a> {
+        Scanners {
+            limits,
+            policy,
+            engine: Some(engine),
+            virus_action: action,
+        }
     }
 
     fn eicar_mail() -> Vec<u8> {
@@ -458,12 +527,19 @@ mod tests {
         let policy = CompiledPolicy::compile(Default::default()).unwrap();
         let engine = Engine::builtin();
         let limits = Limits::default();
-        let v = scanners_with(&policy, &engine, &limits, VirusAction::Reject).evaluate(&eicar_mail());
+        let v =
+            scanners_with(&policy, &engine, &limits, VirusAction::Reject).evaluate(&eicar_mail());
         assert_eq!(v.action, Action::Reject);
         assert_eq!(v.viruses(), vec![portcullis_av::EICAR_NAME]);
         let line = &v.explain()[0];
-        assert!(line.contains("Eicar-Test-Signature") && line.contains("eicar.txt"), "{line}");
-        assert_eq!(v.reasons[0].carrier.as_deref(), Some("message/attachment[1] \"eicar.txt\""));
+        assert!(
+            line.contains("Eicar-Test-Signature") && line.contains("eicar.txt"),
+            "{line}"
+        );
+        assert_eq!(
+            v.reasons[0].carrier.as_deref(),
+            Some("message/attachment[1] \"eicar.txt\"")
+        );
     }
 
     #[test]
@@ -471,7 +547,8 @@ mod tests {
         let policy = CompiledPolicy::compile(Default::default()).unwrap();
         let engine = Engine::builtin();
         let limits = Limits::default();
-        let v = scanners_with(&policy, &engine, &limits, VirusAction::Strip).evaluate(&eicar_mail());
+        let v =
+            scanners_with(&policy, &engine, &limits, VirusAction::Strip).evaluate(&eicar_mail());
         assert_eq!(v.action, Action::StripPart);
         let v = scanners_with(&policy, &engine, &limits, VirusAction::Log).evaluate(&eicar_mail());
         assert_eq!(v.action, Action::Log);
@@ -491,16 +568,28 @@ mod tests {
     fn antivirus_switched_off_ignores_eicar() {
         let policy = CompiledPolicy::compile(Default::default()).unwrap();
         let limits = Limits::default();
-        let s = Scanners { limits: &limits, policy: &policy, engine: None, virus_action: VirusAction::Reject };
+        let s = Scanners {
+            limits: &limits,
+            policy: &policy,
+            engine: None,
+            virus_action: VirusAction::Reject,
+        };
         assert_eq!(s.evaluate(&eicar_mail()).action, Action::Deliver);
     }
 
     #[test]
     fn decomposer_labels_parts_under_the_file_and_skips_the_file_itself() {
         use portcullis_av::Decomposer;
-        let d = MailDecomposer { limits: Limits::default() };
+        let d = MailDecomposer {
+            limits: Limits::default(),
+        };
         let parts = d.decompose("mail.eml", &eicar_mail());
-        assert!(parts.iter().any(|p| p.label == "mail.eml/attachment[1] \"eicar.txt\""), "{parts:?}");
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.label == "mail.eml/attachment[1] \"eicar.txt\""),
+            "{parts:?}"
+        );
         assert!(d.decompose("plain.bin", b"just bytes").is_empty());
     }
 
@@ -513,14 +602,23 @@ mod tests {
             let mut gz = flate2_free_gzip(&mut zip);
             gz.write_all(portcullis_av::EICAR).unwrap();
         }
-        let d = MailDecomposer { limits: Limits::default() };
+        let d = MailDecomposer {
+            limits: Limits::default(),
+        };
         let parts = d.decompose("e.gz", &zip);
-        assert!(parts.iter().any(|p| p.data == portcullis_av::EICAR), "{:?}", parts.iter().map(|p| &p.label).collect::<Vec<_>>());
+        assert!(
+            parts.iter().any(|p| p.data == portcullis_av::EICAR),
+            "{:?}",
+            parts.iter().map(|p| &p.label).collect::<Vec<_>>()
+        );
     }
 
     /// A stored (uncompressed) gzip member writer, so the test needs no compression crate.
     fn flate2_free_gzip(out: &mut Vec<u8>) -> GzipStored<'_> {
-        GzipStored { out, data: Vec::new() }
+        GzipStored {
+            out,
+            data: Vec::new(),
+        }
     }
 
     struct GzipStored<'a> {
@@ -541,14 +639,16 @@ mod tests {
     impl Drop for GzipStored<'_> {
         fn drop(&mut self) {
             // gzip header, then one stored deflate block, then CRC-32 and size.
-            self.out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+            self.out
+                .extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
             let n = self.data.len() as u16;
             self.out.push(1);
             self.out.extend_from_slice(&n.to_le_bytes());
             self.out.extend_from_slice(&(!n).to_le_bytes());
             self.out.extend_from_slice(&self.data);
             self.out.extend_from_slice(&crc32(&self.data).to_le_bytes());
-            self.out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+            self.out
+                .extend_from_slice(&(self.data.len() as u32).to_le_bytes());
         }
     }
 
@@ -557,7 +657,11 @@ mod tests {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

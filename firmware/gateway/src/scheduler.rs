@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{Alert, AlertKind};
 use crate::config::Config;
-use crate::supervise::Heartbeat;
 use crate::disposition::Applied;
 use crate::dsn::{self, Notice, ReportedRecipient};
 use crate::fault::{self, Fault};
 use crate::state::Shared;
+use crate::supervise::Heartbeat;
 
 /// Why the delivery side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,10 @@ pub fn build_router(config: &Config) -> Result<Router, SchedulerError> {
     let parse_hosts = |hosts: &[String]| -> Result<Vec<HostPort>, SchedulerError> {
         hosts
             .iter()
-            .map(|h| h.parse::<HostPort>().map_err(|e| SchedulerError::Routing(format!("{h}: {e}"))))
+            .map(|h| {
+                h.parse::<HostPort>()
+                    .map_err(|e| SchedulerError::Routing(format!("{h}: {e}")))
+            })
             .collect()
     };
     let mut routes = Vec::new();
@@ -107,7 +110,10 @@ impl Scheduler {
         let wake = self.shared.queue.notify_new();
         // Attempts share the connection limit: a message being delivered holds one slot.
         let slots = Arc::new(Semaphore::new(self.connection_limit));
-        tracing::info!(max_connections = self.connection_limit, "delivery scheduler started");
+        tracing::info!(
+            max_connections = self.connection_limit,
+            "delivery scheduler started"
+        );
         loop {
             hb.beat();
             let poll = self.shared.snapshot().config.queue.poll_interval;
@@ -128,17 +134,30 @@ impl Scheduler {
             // messages an SMTP session is still scanning are left to it.
             due.retain(|e| !self.shared.scan.is_claimed(&e.id));
             due.sort_by_key(|e| e.scanned);
-            if due.iter().any(|e| fault::requested_once(Fault::PanicScheduler, e.subject.as_deref())) {
+            if due
+                .iter()
+                .any(|e| fault::requested_once(Fault::PanicScheduler, e.subject.as_deref()))
+            {
                 panic!("injected fault: the delivery scheduler panics");
             }
-            if due.iter().any(|e| fault::requested(Fault::HangScheduler, e.subject.as_deref())) {
+            if due
+                .iter()
+                .any(|e| fault::requested(Fault::HangScheduler, e.subject.as_deref()))
+            {
                 tracing::warn!("injected fault: the delivery scheduler stalls");
                 shutdown.cancelled().await;
                 break;
             }
             for entry in due {
-                let Ok(permit) = slots.clone().try_acquire_owned() else { break };
-                if !self.in_progress.lock().expect("in-progress lock").insert(entry.id.clone()) {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                if !self
+                    .in_progress
+                    .lock()
+                    .expect("in-progress lock")
+                    .insert(entry.id.clone())
+                {
                     continue;
                 }
                 let me = self.clone();
@@ -174,7 +193,10 @@ impl Scheduler {
             Ok(Err(_)) => Some("processing was cancelled".to_string()),
             Err(_) => {
                 abort.abort();
-                Some(format!("processing took longer than {}", humantime::format_duration(timeout)))
+                Some(format!(
+                    "processing took longer than {}",
+                    humantime::format_duration(timeout)
+                ))
             }
         };
         if let Some(reason) = failure {
@@ -184,7 +206,10 @@ impl Scheduler {
     }
 
     fn finish(&self, id: &QueueId) {
-        self.in_progress.lock().expect("in-progress lock").remove(id);
+        self.in_progress
+            .lock()
+            .expect("in-progress lock")
+            .remove(id);
         // Wake the loop: a slot is free and more may be due.
         self.shared.queue.notify_new().notify_one();
     }
@@ -194,7 +219,8 @@ impl Scheduler {
         let q = &snap.config.queue;
         entry.crashes += 1;
         entry.last_error = Some(reason.to_string());
-        entry.next_attempt = Utc::now() + chrono_duration(retry_delay(&q.retry_schedule, entry.attempts));
+        entry.next_attempt =
+            Utc::now() + chrono_duration(retry_delay(&q.retry_schedule, entry.attempts));
         entry.kind = QueueKind::Deferred;
         let id = entry.id.clone();
         let crashes = entry.crashes;
@@ -204,14 +230,22 @@ impl Scheduler {
             return;
         }
         if crashes >= q.suspect_after_crashes {
-            let why = format!("suspect message: processing failed {crashes} times (last: {reason})");
+            let why =
+                format!("suspect message: processing failed {crashes} times (last: {reason})");
             match self.shared.queue.hold(&id, &why).await {
                 Ok(()) => {
                     self.shared.metrics.messages_held.inc();
                     tracing::warn!(queue_id = %id, reason = %why, "suspect message moved to hold");
-                    self.shared.alert(Alert::new(AlertKind::SuspectMessageHeld, id.to_string(), format!("message {id} held"), why));
+                    self.shared.alert(Alert::new(
+                        AlertKind::SuspectMessageHeld,
+                        id.to_string(),
+                        format!("message {id} held"),
+                        why,
+                    ));
                 }
-                Err(e) => tracing::error!(queue_id = %id, error = %e, "cannot hold suspect message"),
+                Err(e) => {
+                    tracing::error!(queue_id = %id, error = %e, "cannot hold suspect message")
+                }
             }
         }
     }
@@ -259,7 +293,8 @@ impl Scheduler {
                 ScanOutcome::Failed(reason) => {
                     let q = &self.shared.snapshot().config.queue;
                     entry.last_error = Some(reason);
-                    entry.next_attempt = Utc::now() + chrono_duration(retry_delay(&q.retry_schedule, entry.attempts + 1));
+                    entry.next_attempt = Utc::now()
+                        + chrono_duration(retry_delay(&q.retry_schedule, entry.attempts + 1));
                     if let Err(e) = self.shared.queue.end_attempt(entry.clone()).await {
                         tracing::error!(queue_id = %entry.id, error = %e, "cannot record the failed scan");
                     }
@@ -275,7 +310,11 @@ impl Scheduler {
             connect_timeout: config.delivery.connect_timeout,
             command_timeout: config.delivery.command_timeout,
             data_timeout: config.delivery.data_timeout,
-            tls: if config.delivery.tls == "disabled" { TlsMode::Disabled } else { TlsMode::Opportunistic },
+            tls: if config.delivery.tls == "disabled" {
+                TlsMode::Disabled
+            } else {
+                TlsMode::Opportunistic
+            },
         };
         let Some((path, offset)) = self.shared.queue.message_path(&entry.id) else {
             tracing::warn!(queue_id = %entry.id, "spool file vanished during delivery");
@@ -288,8 +327,15 @@ impl Scheduler {
         let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut attempted = Vec::new();
         for (i, r) in entry.recipients.iter().enumerate() {
-            if matches!(r.status, RecipientStatus::Pending | RecipientStatus::Deferred { .. }) {
-                let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+            if matches!(
+                r.status,
+                RecipientStatus::Pending | RecipientStatus::Deferred { .. }
+            ) {
+                let domain = r
+                    .address
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+                    .unwrap_or_default();
                 by_domain.entry(domain).or_default().push(i);
                 attempted.push(i);
             }
@@ -297,22 +343,35 @@ impl Scheduler {
         let mut hops: BTreeMap<String, (NextHop, Vec<usize>)> = BTreeMap::new();
         for (domain, idx) in by_domain {
             match router.next_hop(&domain).await {
-                Ok(hop) => hops.entry(hop.key.clone()).or_insert_with(|| (hop, Vec::new())).1.extend(idx),
+                Ok(hop) => hops
+                    .entry(hop.key.clone())
+                    .or_insert_with(|| (hop, Vec::new()))
+                    .1
+                    .extend(idx),
                 Err(e) => {
                     let now = Utc::now();
                     let reply = route_reply(&domain, &e);
                     for i in idx {
                         entry.recipients[i].status = if e.is_permanent() {
-                            RecipientStatus::Bounced { at: now, reply: reply.clone() }
+                            RecipientStatus::Bounced {
+                                at: now,
+                                reply: reply.clone(),
+                            }
                         } else {
-                            RecipientStatus::Deferred { at: now, reply: reply.clone() }
+                            RecipientStatus::Deferred {
+                                at: now,
+                                reply: reply.clone(),
+                            }
                         };
                     }
                 }
             }
         }
         for (key, (hop, idx)) in hops {
-            let recipients: Vec<String> = idx.iter().map(|&i| entry.recipients[i].address.clone()).collect();
+            let recipients: Vec<String> = idx
+                .iter()
+                .map(|&i| entry.recipients[i].address.clone())
+                .collect();
             let tx = Transaction {
                 sender: &entry.envelope.sender,
                 recipients: &recipients,
@@ -322,14 +381,23 @@ impl Scheduler {
             };
             let limit = self.destination_limit(&key, config.delivery.max_per_destination);
             let _dest = limit.acquire_owned().await.expect("semaphore never closed");
-            let _conn = self.connections.clone().acquire_owned().await.expect("semaphore never closed");
+            let _conn = self
+                .connections
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
             let report = portcullis_delivery::deliver(&client, &hop, &tx, &source).await;
             let now = Utc::now();
             // Internet MX hosts are down all the time; only our own next hops (the internal
             // mail server, via a route or the default route) are worth waking the admin for.
             let own_next_hop = key == "default" || key.starts_with("route:");
             if report.addr.is_none() && own_next_hop {
-                let why = report.results.first().map(|(_, r)| r.reply().to_string()).unwrap_or_default();
+                let why = report
+                    .results
+                    .first()
+                    .map(|(_, r)| r.reply().to_string())
+                    .unwrap_or_default();
                 self.shared.alert(Alert::new(
                     AlertKind::InternalServerUnreachable,
                     key.clone(),
@@ -341,9 +409,30 @@ impl Scheduler {
                 let Some(&i) = idx.get(n) else { break };
                 debug_assert_eq!(&entry.recipients[i].address, rcpt);
                 let (status, kind, reply) = match result {
-                    RcptResult::Delivered { reply } => (RecipientStatus::Delivered { at: now, reply: reply.clone() }, "delivered", reply),
-                    RcptResult::Deferred { reply } => (RecipientStatus::Deferred { at: now, reply: reply.clone() }, "deferred", reply),
-                    RcptResult::Failed { reply } => (RecipientStatus::Bounced { at: now, reply: reply.clone() }, "bounced", reply),
+                    RcptResult::Delivered { reply } => (
+                        RecipientStatus::Delivered {
+                            at: now,
+                            reply: reply.clone(),
+                        },
+                        "delivered",
+                        reply,
+                    ),
+                    RcptResult::Deferred { reply } => (
+                        RecipientStatus::Deferred {
+                            at: now,
+                            reply: reply.clone(),
+                        },
+                        "deferred",
+                        reply,
+                    ),
+                    RcptResult::Failed { reply } => (
+                        RecipientStatus::Bounced {
+                            at: now,
+                            reply: reply.clone(),
+                        },
+                        "bounced",
+                        reply,
+                    ),
                 };
                 tracing::info!(
                     queue_id = %entry.id,
@@ -358,8 +447,13 @@ impl Scheduler {
                 );
                 self.shared.metrics.recipient(kind);
                 if kind == "delivered" {
-                    let latency = (now - entry.envelope.received_at).to_std().unwrap_or_default();
-                    self.shared.metrics.delivery_latency.observe(latency.as_secs_f64());
+                    let latency = (now - entry.envelope.received_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    self.shared
+                        .metrics
+                        .delivery_latency
+                        .observe(latency.as_secs_f64());
                 }
                 entry.recipients[i].status = status;
             }
@@ -374,7 +468,11 @@ impl Scheduler {
         let verdict = match crate::scan::inspect(snap, &self.shared.queue, &entry.id).await {
             Ok(v) => v,
             Err(e) => {
-                self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "error")]).inc();
+                self.shared
+                    .metrics
+                    .verdicts
+                    .get_or_create(&vec![("verdict", "error")])
+                    .inc();
                 tracing::error!(queue_id = %entry.id, error = %e, "scan before delivery failed; retried later");
                 return ScanOutcome::Failed(format!("scan failed: {e}"));
             }
@@ -392,7 +490,9 @@ impl Scheduler {
     /// Turns the recipients' states into the next step: done, retry, delay notice or bounce.
     async fn conclude(&self, mut entry: QueueEntry, config: &Config, attempted: &[usize]) {
         let now = Utc::now();
-        let age = (now - entry.envelope.received_at).to_std().unwrap_or_default();
+        let age = (now - entry.envelope.received_at)
+            .to_std()
+            .unwrap_or_default();
         let q = &config.queue;
         let expired = age >= q.max_lifetime;
         let mut bounced = Vec::new();
@@ -408,16 +508,28 @@ impl Scheduler {
                         humantime::format_duration(Duration::from_secs(age.as_secs()))
                     );
                     self.track(&entry.id, "bounced", Some(&r.address), &reply);
-                    bounced.push(ReportedRecipient { address: r.address.clone(), status: dsn::status_of(&reply, true), diagnostic: reply.clone() });
+                    bounced.push(ReportedRecipient {
+                        address: r.address.clone(),
+                        status: dsn::status_of(&reply, true),
+                        diagnostic: reply.clone(),
+                    });
                     r.status = RecipientStatus::Bounced { at: now, reply };
                 }
                 RecipientStatus::Deferred { reply, .. } => {
                     self.track(&entry.id, "deferred", Some(&r.address), reply);
-                    deferred.push(ReportedRecipient { address: r.address.clone(), status: dsn::status_of(reply, false), diagnostic: reply.clone() });
+                    deferred.push(ReportedRecipient {
+                        address: r.address.clone(),
+                        status: dsn::status_of(reply, false),
+                        diagnostic: reply.clone(),
+                    });
                 }
                 RecipientStatus::Bounced { reply, .. } => {
                     self.track(&entry.id, "bounced", Some(&r.address), reply);
-                    bounced.push(ReportedRecipient { address: r.address.clone(), status: dsn::status_of(reply, true), diagnostic: reply.clone() });
+                    bounced.push(ReportedRecipient {
+                        address: r.address.clone(),
+                        status: dsn::status_of(reply, true),
+                        diagnostic: reply.clone(),
+                    });
                 }
                 RecipientStatus::Delivered { reply, .. } => {
                     self.track(&entry.id, "delivered", Some(&r.address), reply);
@@ -428,22 +540,28 @@ impl Scheduler {
         // Bounces are queued (durably) before the original's state is written, so a crash in
         // between can only repeat a bounce, never lose one.
         if !bounced.is_empty() {
-            if let Err(e) = dsn::send_notice(&self.shared, &entry, Notice::Failure, &bounced).await {
+            if let Err(e) = dsn::send_notice(&self.shared, &entry, Notice::Failure, &bounced).await
+            {
                 tracing::error!(queue_id = %entry.id, error = %e, "cannot queue the bounce; will retry");
                 // Keep the bounced recipients open so the next attempt reports them again.
                 for r in entry.recipients.iter_mut() {
                     if let RecipientStatus::Bounced { at, reply } = &r.status {
                         if bounced.iter().any(|b| b.address == r.address) {
-                            r.status = RecipientStatus::Deferred { at: *at, reply: reply.clone() };
+                            r.status = RecipientStatus::Deferred {
+                                at: *at,
+                                reply: reply.clone(),
+                            };
                         }
                     }
                 }
             }
         }
-        let open = entry
-            .recipients
-            .iter()
-            .any(|r| matches!(r.status, RecipientStatus::Pending | RecipientStatus::Deferred { .. }));
+        let open = entry.recipients.iter().any(|r| {
+            matches!(
+                r.status,
+                RecipientStatus::Pending | RecipientStatus::Deferred { .. }
+            )
+        });
         if open {
             entry.attempts += 1;
             let wait = retry_delay(&q.retry_schedule, entry.attempts);
@@ -452,15 +570,23 @@ impl Scheduler {
             entry.last_error = deferred.last().map(|d| d.diagnostic.clone());
             if !entry.delay_notice_sent && age >= q.delay_notice_after && !deferred.is_empty() {
                 let until = entry.envelope.received_at + chrono_duration(q.max_lifetime);
-                match dsn::send_notice(&self.shared, &entry, Notice::Delay { until }, &deferred).await {
+                match dsn::send_notice(&self.shared, &entry, Notice::Delay { until }, &deferred)
+                    .await
+                {
                     Ok(_) => entry.delay_notice_sent = true,
-                    Err(e) => tracing::error!(queue_id = %entry.id, error = %e, "cannot queue the delay notice"),
+                    Err(e) => {
+                        tracing::error!(queue_id = %entry.id, error = %e, "cannot queue the delay notice")
+                    }
                 }
             }
             tracing::info!(queue_id = %entry.id, attempts = entry.attempts, next_attempt = %entry.next_attempt, "message deferred");
         } else {
             // The queue records the final outcome in the tracking log when it removes the message.
-            let delivered = entry.recipients.iter().filter(|r| matches!(r.status, RecipientStatus::Delivered { .. })).count();
+            let delivered = entry
+                .recipients
+                .iter()
+                .filter(|r| matches!(r.status, RecipientStatus::Delivered { .. }))
+                .count();
             tracing::info!(queue_id = %entry.id, delivered, total = entry.recipients.len(), "message done; removed from queue");
         }
         let id = entry.id.clone();

@@ -8,10 +8,10 @@ use tokio::sync::watch;
 
 use crate::alerts::{Alert, Alerter, Delivery, compose_mail};
 use crate::config::{Config, ConfigError};
-use portcullis_av::Engine;
-use portcullis_scan::{CompiledNotifications, CompiledPolicy, Disclaimer};
 use crate::relay::RelayPolicy;
 use crate::scan::ScanStage;
+use portcullis_av::Engine;
+use portcullis_scan::{CompiledNotifications, CompiledPolicy, Disclaimer};
 
 /// One consistent view of the configuration and what is derived from it.
 ///
@@ -46,7 +46,14 @@ impl Snapshot {
         let policy = Arc::new(config.compile_policy("configuration")?);
         let notifications = config.compile_notifications("configuration")?.map(Arc::new);
         let disclaimer = config.compile_disclaimer("configuration")?.map(Arc::new);
-        Ok(Snapshot { config, relay, policy, engine, notifications, disclaimer })
+        Ok(Snapshot {
+            config,
+            relay,
+            policy,
+            engine,
+            notifications,
+            disclaimer,
+        })
     }
 
     /// The same configuration with another antivirus engine (a definitions update).
@@ -161,7 +168,13 @@ impl Shared {
         tokio::spawn(async move {
             let config = &snap.config;
             let from = config.alert_from();
-            let text = compose_mail(&config.server.hostname, &from, &config.alerts.to, &alert, suppressed);
+            let text = compose_mail(
+                &config.server.hostname,
+                &from,
+                &config.alerts.to,
+                &alert,
+                suppressed,
+            );
             let envelope = portcullis_queue::Envelope {
                 sender: String::new(),
                 recipients: config.alerts.to.clone(),
@@ -175,7 +188,9 @@ impl Shared {
                     tracing::info!(queue_id = %entry.id, kind = ?alert.kind, "alert mail queued");
                     me.queue.notify_new().notify_one();
                 }
-                Err(e) => tracing::error!(kind = ?alert.kind, error = %e, "cannot queue the alert mail"),
+                Err(e) => {
+                    tracing::error!(kind = ?alert.kind, error = %e, "cannot queue the alert mail")
+                }
             }
         });
     }

@@ -73,7 +73,8 @@ struct Part {
 
 impl Part {
     fn beat(&self) {
-        self.last_beat_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_beat_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn silent_for(&self) -> Duration {
@@ -136,7 +137,12 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor whose parts stop when `shutdown` is cancelled. Events (failures, stuck
     /// parts) are sent to the returned receiver.
-    pub fn new(shutdown: CancellationToken) -> (Arc<Supervisor>, tokio::sync::mpsc::UnboundedReceiver<SupervisionEvent>) {
+    pub fn new(
+        shutdown: CancellationToken,
+    ) -> (
+        Arc<Supervisor>,
+        tokio::sync::mpsc::UnboundedReceiver<SupervisionEvent>,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (
             Arc::new(Supervisor {
@@ -226,20 +232,29 @@ impl Supervisor {
             match (&state, part.deadline) {
                 (PartState::Running, Some(deadline)) if part.silent_for() > deadline => {
                     let silent_for = part.silent_for();
-                    part.set(PartState::Stuck { silent_for_s: silent_for.as_secs() });
+                    part.set(PartState::Stuck {
+                        silent_for_s: silent_for.as_secs(),
+                    });
                     *part.last_error.lock().expect("error lock") =
                         Some(format!("no progress for {}s", silent_for.as_secs()));
                     tracing::error!(target: "portcullis_gateway::supervise", part = %part.name, silent_for_s = silent_for.as_secs(), "part is stuck");
-                    let _ = self.events.send(SupervisionEvent::PartStuck { name: part.name.clone(), silent_for });
+                    let _ = self.events.send(SupervisionEvent::PartStuck {
+                        name: part.name.clone(),
+                        silent_for,
+                    });
                     healthy = false;
                 }
                 (PartState::Stuck { .. }, Some(deadline)) => {
                     if part.silent_for() <= deadline {
                         part.set(PartState::Running);
                         tracing::warn!(target: "portcullis_gateway::supervise", part = %part.name, "stuck part is making progress again");
-                        let _ = self.events.send(SupervisionEvent::PartRecovered { name: part.name.clone() });
+                        let _ = self.events.send(SupervisionEvent::PartRecovered {
+                            name: part.name.clone(),
+                        });
                     } else {
-                        part.set(PartState::Stuck { silent_for_s: part.silent_for().as_secs() });
+                        part.set(PartState::Stuck {
+                            silent_for_s: part.silent_for().as_secs(),
+                        });
                         healthy = false;
                     }
                 }
@@ -304,7 +319,10 @@ mod tests {
             }
         });
         let first = events.recv().await.unwrap();
-        assert!(matches!(first, SupervisionEvent::PartFailed { ref reason, .. } if reason.contains("boom 0")), "{first:?}");
+        assert!(
+            matches!(first, SupervisionEvent::PartFailed { ref reason, .. } if reason.contains("boom 0")),
+            "{first:?}"
+        );
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         let report = sup.report();
@@ -340,12 +358,18 @@ mod tests {
         assert!(sup.check(), "healthy within the deadline");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!sup.check(), "silent past the deadline");
-        assert!(matches!(events.recv().await.unwrap(), SupervisionEvent::PartStuck { .. }));
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            SupervisionEvent::PartStuck { .. }
+        ));
         assert!(matches!(sup.report()[0].state, PartState::Stuck { .. }));
         hang.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(sup.check(), "healthy again once it beats");
-        assert!(matches!(events.recv().await.unwrap(), SupervisionEvent::PartRecovered { .. }));
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            SupervisionEvent::PartRecovered { .. }
+        ));
         token.cancel();
         sup.stopped().await;
     }

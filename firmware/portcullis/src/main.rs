@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis_gateway::config::{ConfigSource, Overrides, control_socket_path};
 use portcullis_av::{ScanOptions, scan_paths_with};
+use portcullis_gateway::config::{ConfigSource, Overrides, control_socket_path};
 use portcullis_gateway::control::{self, ClientError, QueueView, Request, Response};
 use portcullis_gateway::scan::{FileResult, MailDecomposer, check_files};
 
@@ -17,7 +17,11 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_NOT_RUNNING: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Portcullis mail-security appliance")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Portcullis mail-security appliance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -281,9 +285,22 @@ enum CtlAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, data_dir, smtp_listen, console_listen, relay } => {
-            let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
-            let overrides = Overrides { data_dir, smtp_listen, console_listen, relay };
+        Command::Run {
+            config,
+            data_dir,
+            smtp_listen,
+            console_listen,
+            relay,
+        } => {
+            let source = config
+                .map(ConfigSource::File)
+                .unwrap_or(ConfigSource::Embedded);
+            let overrides = Overrides {
+                data_dir,
+                smtp_listen,
+                console_listen,
+                relay,
+            };
             // Read the configuration once here for the logging settings; `run` reads it again
             // (and on every SIGHUP) as its own.
             let settings = match source.load(&overrides) {
@@ -318,7 +335,9 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config } => {
-            let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+            let source = config
+                .map(ConfigSource::File)
+                .unwrap_or(ConfigSource::Embedded);
             match source.load(&Overrides::default()) {
                 Ok(_) => {
                     println!("{}: ok", source.name());
@@ -347,22 +366,45 @@ fn main() -> ExitCode {
                 CtlAction::ResumeDelivery => Request::ResumeDelivery,
                 CtlAction::RejectIncoming => Request::RejectIncoming,
                 CtlAction::AcceptIncoming => Request::AcceptIncoming,
-                CtlAction::LogLevel { directives, reset } => Request::LogLevel { directives, reset },
+                CtlAction::LogLevel { directives, reset } => {
+                    Request::LogLevel { directives, reset }
+                }
             };
             talk(&data_dir, request, false)
         }
-        Command::Check { json, config, files } => check(config, json, &files),
-        Command::Scan { recursive, defs, data_dir, paths } => {
-            let engine = match portcullis_gateway::scan::engine_for_cli(defs.as_deref(), &data_dir) {
+        Command::Check {
+            json,
+            config,
+            files,
+        } => check(config, json, &files),
+        Command::Scan {
+            recursive,
+            defs,
+            data_dir,
+            paths,
+        } => {
+            let engine = match portcullis_gateway::scan::engine_for_cli(defs.as_deref(), &data_dir)
+            {
                 Ok(e) => e,
                 Err(e) => {
                     eprintln!("portcullis: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let options = ScanOptions { recursive, ..Default::default() };
-            let decomposer = MailDecomposer { limits: Default::default() };
-            let summary = scan_paths_with(&engine, &paths, &options, &decomposer, &mut std::io::stdout().lock());
+            let options = ScanOptions {
+                recursive,
+                ..Default::default()
+            };
+            let decomposer = MailDecomposer {
+                limits: Default::default(),
+            };
+            let summary = scan_paths_with(
+                &engine,
+                &paths,
+                &options,
+                &decomposer,
+                &mut std::io::stdout().lock(),
+            );
             ExitCode::from(summary.exit_code() as u8)
         }
         Command::Quarantine { action, data_dir } => {
@@ -376,7 +418,11 @@ fn main() -> ExitCode {
         }
         Command::Defs { action } => defs(action),
         Command::Status { json, data_dir } => talk(&data_dir, Request::Status, json),
-        Command::Alerts { limit, json, data_dir } => talk(&data_dir, Request::Alerts { limit: Some(limit) }, json),
+        Command::Alerts {
+            limit,
+            json,
+            data_dir,
+        } => talk(&data_dir, Request::Alerts { limit: Some(limit) }, json),
     }
 }
 
@@ -385,10 +431,16 @@ fn defs(action: DefsAction) -> ExitCode {
     match action {
         DefsAction::Keygen { out } => match portcullis_defs::keygen(&out) {
             Ok(generated) => {
-                println!("secret key: {} (keep it off the appliances)", generated.secret_path.display());
+                println!(
+                    "secret key: {} (keep it off the appliances)",
+                    generated.secret_path.display()
+                );
                 println!("public key: {}", generated.public_path.display());
                 println!("key id:     {}", generated.public.key_id());
-                println!("pin it with: pinned_keys = [\"{}\"]", generated.public.to_hex());
+                println!(
+                    "pin it with: pinned_keys = [\"{}\"]",
+                    generated.public.to_hex()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -396,18 +448,32 @@ fn defs(action: DefsAction) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        DefsAction::Build { from, key, version, expires, out } => {
+        DefsAction::Build {
+            from,
+            key,
+            version,
+            expires,
+            out,
+        } => {
             let built = portcullis_defs::PublisherKey::load(&key).and_then(|key| {
                 let expires = chrono::Utc::now() + chrono::Duration::days(i64::from(expires));
                 portcullis_defs::build(&from, &key, version, expires, &out)
             });
             match built {
                 Ok(manifest) => {
-                    println!("built definitions version {} in {}", manifest.version, out.display());
+                    println!(
+                        "built definitions version {} in {}",
+                        manifest.version,
+                        out.display()
+                    );
                     for f in &manifest.files {
                         println!("  {} {} bytes sha256 {}", f.name, f.size, f.sha256);
                     }
-                    println!("signatures loaded: {}; expires {}", manifest.self_test.min_signatures, manifest.expires.to_rfc3339());
+                    println!(
+                        "signatures loaded: {}; expires {}",
+                        manifest.self_test.min_signatures,
+                        manifest.expires.to_rfc3339()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -416,7 +482,12 @@ fn defs(action: DefsAction) -> ExitCode {
                 }
             }
         }
-        DefsAction::Serve { dir, listen, tls_cert, tls_key } => {
+        DefsAction::Serve {
+            dir,
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
             let log = portcullis_logging::LogConfig::default();
             if let Err(e) = portcullis_logging::init(&log, "localhost") {
                 eprintln!("portcullis: logging: {e}");
@@ -430,7 +501,9 @@ fn defs(action: DefsAction) -> ExitCode {
                 }
             };
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
-            match runtime.block_on(portcullis_gateway::definitions::serve::run(&dir, listen, tls)) {
+            match runtime.block_on(portcullis_gateway::definitions::serve::run(
+                &dir, listen, tls,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("portcullis: {e}");
@@ -446,7 +519,9 @@ fn defs(action: DefsAction) -> ExitCode {
 
 /// `portcullis check`: exit 0 all deliverable unchanged, 1 any other verdict, 2 error.
 fn check(config: Option<PathBuf>, json: bool, files: &[PathBuf]) -> ExitCode {
-    let source = config.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+    let source = config
+        .map(ConfigSource::File)
+        .unwrap_or(ConfigSource::Embedded);
     let config = match source.load(&Overrides::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -478,7 +553,10 @@ fn check(config: Option<PathBuf>, json: bool, files: &[PathBuf]) -> ExitCode {
                 }
             }
             FileResult::Verdict(verdict) => {
-                objection |= !matches!(verdict.action, portcullis_scan::Action::Deliver | portcullis_scan::Action::Log);
+                objection |= !matches!(
+                    verdict.action,
+                    portcullis_scan::Action::Deliver | portcullis_scan::Action::Log
+                );
                 if !json {
                     println!("{}: {}", v.file.display(), verdict.action);
                     for line in verdict.explain() {
@@ -489,15 +567,27 @@ fn check(config: Option<PathBuf>, json: bool, files: &[PathBuf]) -> ExitCode {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&verdicts).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verdicts).unwrap_or_default()
+        );
     }
-    ExitCode::from(if error { 2 } else if objection { 1 } else { 0 })
+    ExitCode::from(if error {
+        2
+    } else if objection {
+        1
+    } else {
+        0
+    })
 }
 
 fn install_panic_logger() {
     // A panic is contained by the supervisor; log it as one greppable line, not a backtrace dump.
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         let message = info
             .payload()
             .downcast_ref::<&str>()
@@ -518,11 +608,17 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
     let is_quarantine_list = matches!(request, Request::QuarantineList);
     let is_defs_status = matches!(request, Request::DefinitionsStatus);
     let is_defs_update = matches!(request, Request::DefinitionsUpdateNow);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     match runtime.block_on(control::request(&socket, &request)) {
         Ok(Response::Ok { message, data }) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&data).unwrap_or_default()
+                );
             } else if is_list {
                 print_list(&data);
             } else if is_status {
@@ -536,7 +632,10 @@ fn talk(data_dir: &std::path::Path, request: Request, json: bool) -> ExitCode {
             } else if is_defs_update {
                 println!("{message}");
             } else if is_show || !data.is_null() {
-                println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&data).unwrap_or_default()
+                );
             } else {
                 println!("{message}");
             }
@@ -564,12 +663,30 @@ fn print_list(data: &serde_json::Value) {
         println!("queue is empty");
         return;
     }
-    println!("{:<18} {:<9} {:>9} {:<25} {:<30} recipients", "queue id", "queue", "size", "arrived", "sender");
+    println!(
+        "{:<18} {:<9} {:>9} {:<25} {:<30} recipients",
+        "queue id", "queue", "size", "arrived", "sender"
+    );
     for v in &views {
-        let sender = if v.sender.is_empty() { "<>" } else { v.sender.as_str() };
+        let sender = if v.sender.is_empty() {
+            "<>"
+        } else {
+            v.sender.as_str()
+        };
         let arrived: String = v.arrived.chars().take(19).collect();
-        println!("{:<18} {:<9} {:>9} {:<25} {:<30} {}", v.id, v.queue, v.size, arrived, sender,
-            v.recipients.iter().map(|r| format!("{} ({})", r.address, r.status)).collect::<Vec<_>>().join(", "));
+        println!(
+            "{:<18} {:<9} {:>9} {:<25} {:<30} {}",
+            v.id,
+            v.queue,
+            v.size,
+            arrived,
+            sender,
+            v.recipients
+                .iter()
+                .map(|r| format!("{} ({})", r.address, r.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if let Some(e) = &v.last_error {
             println!("{:<18} last error: {e}", "");
         }
@@ -584,28 +701,57 @@ fn print_list(data: &serde_json::Value) {
 fn print_status(data: &serde_json::Value) {
     let get = |k: &str| data.get(k).cloned().unwrap_or_default();
     let healthy = get("healthy").as_bool().unwrap_or(false);
-    println!("portcullis {}  {}  up {}s", get("version").as_str().unwrap_or("?"),
-        if healthy { "HEALTHY" } else { "UNHEALTHY" }, get("uptime_seconds"));
+    println!(
+        "portcullis {}  {}  up {}s",
+        get("version").as_str().unwrap_or("?"),
+        if healthy { "HEALTHY" } else { "UNHEALTHY" },
+        get("uptime_seconds")
+    );
     let q = get("queues");
-    println!("queues: incoming {}  deferred {}  hold {}", q["incoming"], q["deferred"], q["hold"]);
-    println!("delivery paused: {}  rejecting incoming: {}  disk below floor: {}",
-        get("delivery_paused"), get("rejecting_incoming"), get("disk_floor"));
+    println!(
+        "queues: incoming {}  deferred {}  hold {}",
+        q["incoming"], q["deferred"], q["hold"]
+    );
+    println!(
+        "delivery paused: {}  rejecting incoming: {}  disk below floor: {}",
+        get("delivery_paused"),
+        get("rejecting_incoming"),
+        get("disk_floor")
+    );
     let defs = get("definitions");
     if defs.is_null() {
         println!("definitions: none installed (built-in EICAR test signature only)");
     } else {
-        println!("definitions: version {}  created {}  expires {}  signatures {}  updates {}",
-            defs["version"], defs["created"].as_str().unwrap_or("?"), defs["expires"].as_str().unwrap_or("?"),
-            defs["signatures"], defs["updates"].as_str().unwrap_or("?"));
+        println!(
+            "definitions: version {}  created {}  expires {}  signatures {}  updates {}",
+            defs["version"],
+            defs["created"].as_str().unwrap_or("?"),
+            defs["expires"].as_str().unwrap_or("?"),
+            defs["signatures"],
+            defs["updates"].as_str().unwrap_or("?")
+        );
     }
     println!("parts:");
     for p in get("parts").as_array().cloned().unwrap_or_default() {
-        println!("  {:<28} {:<11} up {:>7}s  restarts {:>3}  {}", p["name"].as_str().unwrap_or("?"), p["state"].as_str().unwrap_or("?"),
-            p["uptime_s"], p["restarts"], p["last_error"].as_str().map(|e| format!("last error: {e}")).unwrap_or_default());
+        println!(
+            "  {:<28} {:<11} up {:>7}s  restarts {:>3}  {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?"),
+            p["uptime_s"],
+            p["restarts"],
+            p["last_error"]
+                .as_str()
+                .map(|e| format!("last error: {e}"))
+                .unwrap_or_default()
+        );
     }
     if let Some(a) = get("last_alert").as_object() {
-        println!("last alert: {} {}: {}", a.get("at").and_then(|v| v.as_str()).unwrap_or(""),
-            a.get("kind").and_then(|v| v.as_str()).unwrap_or(""), a.get("summary").and_then(|v| v.as_str()).unwrap_or(""));
+        println!(
+            "last alert: {} {}: {}",
+            a.get("at").and_then(|v| v.as_str()).unwrap_or(""),
+            a.get("kind").and_then(|v| v.as_str()).unwrap_or(""),
+            a.get("summary").and_then(|v| v.as_str()).unwrap_or("")
+        );
     }
 }
 
@@ -616,11 +762,23 @@ fn print_definitions(data: &serde_json::Value) {
         if v.is_null() {
             "none".to_string()
         } else {
-            format!("{} (created {}, expires {})", v["version"], text(&v["created"]), text(&v["expires"]))
+            format!(
+                "{} (created {}, expires {})",
+                v["version"],
+                text(&v["created"]),
+                text(&v["expires"])
+            )
         }
     };
     let enabled = data["enabled"].as_bool().unwrap_or(false);
-    println!("updates:        {}", if enabled { "enabled".to_string() } else { format!("disabled: {}", text(&data["disabled_reason"])) });
+    println!(
+        "updates:        {}",
+        if enabled {
+            "enabled".to_string()
+        } else {
+            format!("disabled: {}", text(&data["disabled_reason"]))
+        }
+    );
     println!("installed:      {}", version(&data["installed"]));
     println!("previous:       {}", version(&data["previous"]));
     println!("highest ever:   {}", data["highest_version"]);
@@ -644,12 +802,32 @@ fn print_quarantine(data: &serde_json::Value) {
     }
     for r in &records {
         let env = &r["envelope"];
-        let sender = env["sender"].as_str().filter(|s| !s.is_empty()).unwrap_or("<>");
-        let rcpts: Vec<&str> = env["recipients"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-        println!("{:<18} {:<19} {:<30} {}  [{}]", r["id"].as_str().unwrap_or("?"),
-            env["received_at"].as_str().unwrap_or("").chars().take(19).collect::<String>(), sender, rcpts.join(", "),
-            r["subject"].as_str().unwrap_or(""));
-        for reason in r["verdict"]["reasons"].as_array().cloned().unwrap_or_default() {
+        let sender = env["sender"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("<>");
+        let rcpts: Vec<&str> = env["recipients"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<18} {:<19} {:<30} {}  [{}]",
+            r["id"].as_str().unwrap_or("?"),
+            env["received_at"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>(),
+            sender,
+            rcpts.join(", "),
+            r["subject"].as_str().unwrap_or("")
+        );
+        for reason in r["verdict"]["reasons"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             println!("{:<18} {}", "", reason["text"].as_str().unwrap_or(""));
         }
     }
@@ -663,8 +841,21 @@ fn print_alerts(data: &serde_json::Value) {
         println!("no alerts");
     }
     for a in alerts {
-        println!("{}  {:<28} {}{}", a["at"].as_str().unwrap_or("").chars().take(19).collect::<String>(),
-            a["kind"].as_str().unwrap_or(""), a["summary"].as_str().unwrap_or(""),
-            if a["mailed"].as_bool().unwrap_or(false) { "  (mailed)" } else { "" });
+        println!(
+            "{}  {:<28} {}{}",
+            a["at"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>(),
+            a["kind"].as_str().unwrap_or(""),
+            a["summary"].as_str().unwrap_or(""),
+            if a["mailed"].as_bool().unwrap_or(false) {
+                "  (mailed)"
+            } else {
+                ""
+            }
+        );
     }
 }

@@ -34,7 +34,12 @@ pub struct Draft {
 }
 
 impl Draft {
-    pub(crate) fn new(id: QueueId, envelope: Envelope, tmp_path: PathBuf, file: tokio::fs::File) -> Draft {
+    pub(crate) fn new(
+        id: QueueId,
+        envelope: Envelope,
+        tmp_path: PathBuf,
+        file: tokio::fs::File,
+    ) -> Draft {
         Draft {
             id,
             envelope,
@@ -75,7 +80,11 @@ impl Draft {
 }
 
 impl AsyncWrite for Draft {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = match this.writer() {
             Ok(writer) => writer.poll_write(cx, buf),

@@ -61,7 +61,10 @@ pub enum RecipientStatus {
 impl RecipientStatus {
     /// Delivered or bounced: nothing more will be done for this recipient.
     pub fn is_final(&self) -> bool {
-        matches!(self, RecipientStatus::Delivered { .. } | RecipientStatus::Bounced { .. })
+        matches!(
+            self,
+            RecipientStatus::Delivered { .. } | RecipientStatus::Bounced { .. }
+        )
     }
 }
 
@@ -114,11 +117,20 @@ pub struct QueueEntry {
 
 impl QueueEntry {
     /// The state of a freshly committed (or rebuilt) message: incoming, every recipient pending, due now.
-    pub(crate) fn new(id: QueueId, envelope: Envelope, size: u64, message_id: Option<String>, subject: Option<String>) -> QueueEntry {
+    pub(crate) fn new(
+        id: QueueId,
+        envelope: Envelope,
+        size: u64,
+        message_id: Option<String>,
+        subject: Option<String>,
+    ) -> QueueEntry {
         let recipients = envelope
             .recipients
             .iter()
-            .map(|address| RecipientState { address: address.clone(), status: RecipientStatus::Pending })
+            .map(|address| RecipientState {
+                address: address.clone(),
+                status: RecipientStatus::Pending,
+            })
             .collect();
         QueueEntry {
             id,

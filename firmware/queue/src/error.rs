@@ -68,18 +68,28 @@ impl QueueError {
     pub(crate) fn io(action: &'static str, path: &Path, error: io::Error) -> QueueError {
         let path = path.to_path_buf();
         if is_disk_full(&error) {
-            QueueError::DiskFull { action, path, error }
+            QueueError::DiskFull {
+                action,
+                path,
+                error,
+            }
         } else {
-            QueueError::Io { action, path, error }
+            QueueError::Io {
+                action,
+                path,
+                error,
+            }
         }
     }
 
     /// Wraps a sled error; sled's own I/O errors on a full disk count as a full disk.
     pub(crate) fn state(error: sled::Error, state_dir: &Path) -> QueueError {
         match error {
-            sled::Error::Io(io) if is_disk_full(&io) => {
-                QueueError::DiskFull { action: "update queue state in", path: state_dir.to_path_buf(), error: io }
-            }
+            sled::Error::Io(io) if is_disk_full(&io) => QueueError::DiskFull {
+                action: "update queue state in",
+                path: state_dir.to_path_buf(),
+                error: io,
+            },
             other => QueueError::State(other.to_string()),
         }
     }
@@ -96,6 +106,11 @@ impl QueueError {
 
 /// ENOSPC or EDQUOT: the admin must free space, not look for a bug.
 pub(crate) fn is_disk_full(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-        || matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
 }

@@ -43,7 +43,8 @@ impl DirSyncer {
     pub(crate) fn start(layout: &Layout, fsync: bool) -> Result<DirSyncer, QueueError> {
         let fsyncs = Arc::new(AtomicU64::new(0));
         let requests = if fsync {
-            let runtime = tokio::runtime::Handle::try_current().map_err(|_| QueueError::NoRuntime)?;
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| QueueError::NoRuntime)?;
             let dirs = Arc::new(DirHandles::open(layout)?);
             let (tx, rx) = mpsc::unbounded_channel();
             runtime.spawn(run_committer(rx, dirs, fsyncs.clone()));
@@ -51,14 +52,22 @@ impl DirSyncer {
         } else {
             None
         };
-        Ok(DirSyncer { requests, layout: layout.clone(), fsyncs })
+        Ok(DirSyncer {
+            requests,
+            layout: layout.clone(),
+            fsyncs,
+        })
     }
 
     /// Returns once `dir` has been fsynced after this call was made.
     pub(crate) async fn sync(&self, dir: SpoolDir) -> Result<(), QueueError> {
-        let Some(requests) = &self.requests else { return Ok(()) };
+        let Some(requests) = &self.requests else {
+            return Ok(());
+        };
         let (done, answer) = oneshot::channel();
-        requests.send(SyncRequest { dir, done }).map_err(|_| QueueError::ShuttingDown)?;
+        requests
+            .send(SyncRequest { dir, done })
+            .map_err(|_| QueueError::ShuttingDown)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(QueueError::io(
@@ -97,7 +106,11 @@ impl DirHandles {
             let file = File::open(&path).map_err(|e| QueueError::io("open directory", &path, e))?;
             Ok((path, file))
         };
-        Ok(DirHandles { active: open(SpoolDir::Active)?, hold: open(SpoolDir::Hold)?, corrupt: open(SpoolDir::Corrupt)? })
+        Ok(DirHandles {
+            active: open(SpoolDir::Active)?,
+            hold: open(SpoolDir::Hold)?,
+            corrupt: open(SpoolDir::Corrupt)?,
+        })
     }
 
     fn get(&self, dir: SpoolDir) -> Option<&(PathBuf, File)> {
@@ -112,7 +125,11 @@ impl DirHandles {
 }
 
 /// The committer: takes everything queued up, fsyncs each directory concerned once, answers all.
-async fn run_committer(mut rx: mpsc::UnboundedReceiver<SyncRequest>, dirs: Arc<DirHandles>, fsyncs: Arc<AtomicU64>) {
+async fn run_committer(
+    mut rx: mpsc::UnboundedReceiver<SyncRequest>,
+    dirs: Arc<DirHandles>,
+    fsyncs: Arc<AtomicU64>,
+) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut wanted: Vec<SpoolDir> = batch.iter().map(|r| r.dir).collect();
@@ -142,11 +159,17 @@ async fn run_committer(mut rx: mpsc::UnboundedReceiver<SyncRequest>, dirs: Arc<D
         let results = match results {
             Ok(results) => results,
             Err(join) => {
-                let error = Arc::new(io::Error::other(format!("directory fsync task failed: {join}")));
+                let error = Arc::new(io::Error::other(format!(
+                    "directory fsync task failed: {join}"
+                )));
                 batch.iter().map(|r| (r.dir, Err(error.clone()))).collect()
             }
         };
-        tracing::trace!(requests = batch.len(), fsyncs = results.len(), "queue group commit round");
+        tracing::trace!(
+            requests = batch.len(),
+            fsyncs = results.len(),
+            "queue group commit round"
+        );
         for request in batch.drain(..) {
             let result = results
                 .iter()
@@ -158,7 +181,6 @@ async fn run_committer(mut rx: mpsc::UnboundedReceiver<SyncRequest>, dirs: Arc<D
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -180,7 +202,11 @@ mod tests {
         for waiter in waiters {
             waiter.await.unwrap().unwrap();
         }
-        assert!(syncer.fsync_count() <= 2, "{} fsyncs for 100 requests", syncer.fsync_count());
+        assert!(
+            syncer.fsync_count() <= 2,
+            "{} fsyncs for 100 requests",
+            syncer.fsync_count()
+        );
     }
 
     #[tokio::test]
@@ -189,7 +215,10 @@ mod tests {
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
         let syncer = DirSyncer::start(&layout, true).unwrap();
-        syncer.sync_both(SpoolDir::Hold, SpoolDir::Active).await.unwrap();
+        syncer
+            .sync_both(SpoolDir::Hold, SpoolDir::Active)
+            .await
+            .unwrap();
         assert_eq!(syncer.fsync_count(), 2);
     }
 }

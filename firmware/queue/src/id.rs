@@ -35,7 +35,12 @@ impl QueueId {
         let mut last = LAST_MICROS.load(Ordering::Relaxed);
         let micros = loop {
             let next = now.max(last + 1);
-            match LAST_MICROS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match LAST_MICROS.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break next,
                 Err(seen) => last = seen,
             }
@@ -55,7 +60,9 @@ impl QueueId {
     /// A small number derived from the random part, used to spread per-message locks.
     pub(crate) fn shard(&self, shards: usize) -> usize {
         let random = &self.0.as_bytes()[TIME_CHARS..];
-        random.iter().fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(*b as usize)) % shards
+        random.iter().fold(0usize, |acc, b| {
+            acc.wrapping_mul(31).wrapping_add(*b as usize)
+        }) % shards
     }
 }
 
@@ -85,7 +92,10 @@ impl FromStr for QueueId {
 
     fn from_str(s: &str) -> Result<QueueId, InvalidQueueId> {
         // Upper case only: the id is a file name, and two spellings of one file would be a trap.
-        if s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
+        if s.len() == ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        {
             Ok(QueueId(s.to_owned()))
         } else {
             Err(InvalidQueueId(s.to_owned()))
@@ -133,7 +143,9 @@ mod tests {
     #[test]
     fn ids_are_unique_across_many_threads() {
         let handles: Vec<_> = (0..8)
-            .map(|_| std::thread::spawn(|| (0..20_000).map(|_| QueueId::generate()).collect::<Vec<_>>()))
+            .map(|_| {
+                std::thread::spawn(|| (0..20_000).map(|_| QueueId::generate()).collect::<Vec<_>>())
+            })
             .collect();
         let mut seen = HashSet::new();
         for handle in handles {

@@ -36,7 +36,10 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> QueueConfig {
-        QueueConfig { fsync: true, suspect_after_crashes: 3 }
+        QueueConfig {
+            fsync: true,
+            suspect_after_crashes: 3,
+        }
     }
 }
 
@@ -100,14 +103,21 @@ impl Queue {
         let state_dir = layout.state_dir();
         // sled takes an exclusive lock on its files: open it before touching tmp/, so a second
         // process cannot delete the drafts of a running one.
-        let db = sled::Config::new().path(&state_dir).open().map_err(|e| match e {
-            sled::Error::Io(io) if !crate::error::is_disk_full(&io) => QueueError::State(format!(
-                "cannot open {}: {io} (is another portcullis using this data directory?)",
-                state_dir.display()
-            )),
-            other => QueueError::state(other, &state_dir),
-        })?;
-        let entries = db.open_tree("entries").map_err(|e| QueueError::state(e, &state_dir))?;
+        let db = sled::Config::new()
+            .path(&state_dir)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if !crate::error::is_disk_full(&io) => {
+                    QueueError::State(format!(
+                        "cannot open {}: {io} (is another portcullis using this data directory?)",
+                        state_dir.display()
+                    ))
+                }
+                other => QueueError::state(other, &state_dir),
+            })?;
+        let entries = db
+            .open_tree("entries")
+            .map_err(|e| QueueError::state(e, &state_dir))?;
         let tracking = Tracking::open(&db).map_err(|e| QueueError::state(e, &state_dir))?;
         let recovery = recovery::recover(&layout, &config, &entries, &tracking)?;
         db.flush().map_err(|e| QueueError::state(e, &state_dir))?;
@@ -132,7 +142,12 @@ impl Queue {
             notify: Arc::new(Notify::new()),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
-        Ok((Queue { inner: Arc::new(inner) }, recovery))
+        Ok((
+            Queue {
+                inner: Arc::new(inner),
+            },
+            recovery,
+        ))
     }
 
     /// Starts receiving a message: creates `tmp/<id>` and writes the spool header. Write the
@@ -143,7 +158,12 @@ impl Queue {
             let id = QueueId::generate();
             // Ids are unique within a process; this guards against a clock that stepped back
             // across a restart and happened to draw the same random suffix.
-            if self.inner.entries.contains_key(id.as_str()).unwrap_or(false) {
+            if self
+                .inner
+                .entries
+                .contains_key(id.as_str())
+                .unwrap_or(false)
+            {
                 continue;
             }
             let path = self.inner.layout.file(SpoolDir::Tmp, &id);
@@ -157,7 +177,12 @@ impl Queue {
                 return Err(QueueError::io("write spool file", &path, e));
             }
             tracing::debug!(queue_id = %id, "draft started");
-            return Ok(Draft::new(id, envelope, path, tokio::fs::File::from_std(file)));
+            return Ok(Draft::new(
+                id,
+                envelope,
+                path,
+                tokio::fs::File::from_std(file),
+            ));
         }
     }
 
@@ -169,7 +194,9 @@ impl Queue {
     /// leave a half-committed message.
     pub async fn commit(&self, draft: Draft) -> Result<QueueEntry, QueueError> {
         let queue = self.clone();
-        tokio::spawn(async move { queue.commit_detached(draft).await }).await.unwrap_or_else(|e| Err(task_failed(e)))
+        tokio::spawn(async move { queue.commit_detached(draft).await })
+            .await
+            .unwrap_or_else(|e| Err(task_failed(e)))
     }
 
     async fn commit_detached(&self, mut draft: Draft) -> Result<QueueEntry, QueueError> {
@@ -177,10 +204,18 @@ impl Queue {
         let tmp = draft.tmp_path.clone();
         if let Some(error) = draft.write_error.take() {
             // Dropping the draft removes the tmp file.
-            return Err(QueueError::IncompleteDraft(Box::new(QueueError::io("write spool file", &tmp, error))));
+            return Err(QueueError::IncompleteDraft(Box::new(QueueError::io(
+                "write spool file",
+                &tmp,
+                error,
+            ))));
         }
         let Some(writer) = draft.writer.take() else {
-            return Err(QueueError::io("commit", &tmp, io::Error::other("draft already committed or discarded")));
+            return Err(QueueError::io(
+                "commit",
+                &tmp,
+                io::Error::other("draft already committed or discarded"),
+            ));
         };
         let active = self.inner.layout.file(SpoolDir::Active, &id);
         if let Err(e) = self.sync_and_rename(writer, &tmp, &active).await {
@@ -190,7 +225,13 @@ impl Queue {
         }
         let durable = self.inner.syncer.sync(SpoolDir::Active).await;
         let (message_id, subject) = spool::parse_identity(&draft.head);
-        let entry = QueueEntry::new(id.clone(), draft.envelope.clone(), draft.size, message_id, subject);
+        let entry = QueueEntry::new(
+            id.clone(),
+            draft.envelope.clone(),
+            draft.size,
+            message_id,
+            subject,
+        );
         let stored = durable.and_then(|()| self.put(&entry));
         if let Err(e) = stored {
             // Not durable or not recorded: undo, so the client's retry is the only copy.
@@ -199,7 +240,10 @@ impl Queue {
             tracing::error!(queue_id = %id, error = %e, "commit failed; message not accepted");
             return Err(e);
         }
-        self.inner.tracking.record_message(&record_for(&entry, vec![TrackEvent::now("received", None, "committed to the queue")]));
+        self.inner.tracking.record_message(&record_for(
+            &entry,
+            vec![TrackEvent::now("received", None, "committed to the queue")],
+        ));
         tracing::info!(
             queue_id = %id,
             from = %entry.envelope.sender,
@@ -219,16 +263,21 @@ impl Queue {
         tmp: &Path,
         active: &Path,
     ) -> Result<(), QueueError> {
-        writer.flush().await.map_err(|e| QueueError::io("write spool file", tmp, e))?;
+        writer
+            .flush()
+            .await
+            .map_err(|e| QueueError::io("write spool file", tmp, e))?;
         let file = writer.into_inner().into_std().await;
         let fsync = self.inner.config.fsync;
         let (tmp, active) = (tmp.to_path_buf(), active.to_path_buf());
         tokio::task::spawn_blocking(move || {
             if fsync {
-                file.sync_data().map_err(|e| QueueError::io("sync spool file", &tmp, e))?;
+                file.sync_data()
+                    .map_err(|e| QueueError::io("sync spool file", &tmp, e))?;
             }
             drop(file);
-            std::fs::rename(&tmp, &active).map_err(|e| QueueError::io("move spool file to", &active, e))
+            std::fs::rename(&tmp, &active)
+                .map_err(|e| QueueError::io("move spool file to", &active, e))
         })
         .await
         .unwrap_or_else(|e| Err(task_failed(e)))
@@ -279,7 +328,9 @@ impl Queue {
     /// Fails if the message is gone, on hold or already being delivered.
     pub async fn begin_attempt(&self, id: &QueueId) -> Result<QueueEntry, QueueError> {
         let _guard = self.lock(id).await;
-        let mut entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let mut entry = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
         match (entry.kind, entry.in_flight) {
             (QueueKind::Hold, _) => return Err(QueueError::Held(id.clone())),
             (_, true) => return Err(QueueError::InFlight(id.clone())),
@@ -297,7 +348,9 @@ impl Queue {
     /// bounced the message leaves the queue: file removed, directory synced, then entry removed.
     pub async fn end_attempt(&self, entry: QueueEntry) -> Result<(), QueueError> {
         let queue = self.clone();
-        tokio::spawn(async move { queue.end_attempt_detached(entry).await }).await.unwrap_or_else(|e| Err(task_failed(e)))
+        tokio::spawn(async move { queue.end_attempt_detached(entry).await })
+            .await
+            .unwrap_or_else(|e| Err(task_failed(e)))
     }
 
     async fn end_attempt_detached(&self, result: QueueEntry) -> Result<(), QueueError> {
@@ -332,7 +385,11 @@ impl Queue {
             return Ok(());
         }
         self.remove_message(dir_of(kind), &id).await?;
-        let delivered = updated.recipients.iter().filter(|r| matches!(r.status, RecipientStatus::Delivered { .. })).count();
+        let delivered = updated
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.status, RecipientStatus::Delivered { .. }))
+            .count();
         let outcome = match delivered {
             n if n == updated.recipients.len() => Outcome::Delivered,
             0 => Outcome::Bounced,
@@ -358,9 +415,13 @@ impl Queue {
 
     /// The message bytes (without the spool header).
     pub async fn read_message(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
-        let entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let entry = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
         let path = self.inner.layout.file(dir_of(entry.kind), id);
-        let mut bytes = tokio::fs::read(&path).await.map_err(|e| QueueError::io("read spool file", &path, e))?;
+        let mut bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| QueueError::io("read spool file", &path, e))?;
         let header = spool::read_header_from(&bytes[..], &path)?;
         bytes.drain(..header.offset as usize);
         Ok(bytes)
@@ -371,13 +432,21 @@ impl Queue {
     pub async fn hold(&self, id: &QueueId, reason: &str) -> Result<(), QueueError> {
         let queue = self.clone();
         let (id, reason) = (id.clone(), reason.to_owned());
-        tokio::spawn(async move { queue.hold_detached(&id, &reason).await }).await.unwrap_or_else(|e| Err(task_failed(e)))
+        tokio::spawn(async move { queue.hold_detached(&id, &reason).await })
+            .await
+            .unwrap_or_else(|e| Err(task_failed(e)))
     }
 
     async fn hold_detached(&self, id: &QueueId, reason: &str) -> Result<(), QueueError> {
         let _guard = self.lock(id).await;
-        let mut entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
-        let moved = if entry.kind == QueueKind::Hold { Ok(()) } else { self.move_file(id, SpoolDir::Active, SpoolDir::Hold).await };
+        let mut entry = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let moved = if entry.kind == QueueKind::Hold {
+            Ok(())
+        } else {
+            self.move_file(id, SpoolDir::Active, SpoolDir::Hold).await
+        };
         if moved.is_err() && !self.inner.layout.file(SpoolDir::Hold, id).exists() {
             return moved;
         }
@@ -387,7 +456,9 @@ impl Queue {
         self.put(&entry)?;
         self.flush().await?;
         moved?;
-        self.inner.tracking.event(id, TrackEvent::now("held", None, reason));
+        self.inner
+            .tracking
+            .event(id, TrackEvent::now("held", None, reason));
         tracing::info!(queue_id = %id, reason, "message put on hold");
         Ok(())
     }
@@ -396,12 +467,16 @@ impl Queue {
     pub async fn release(&self, id: &QueueId) -> Result<(), QueueError> {
         let queue = self.clone();
         let id = id.clone();
-        tokio::spawn(async move { queue.release_detached(&id).await }).await.unwrap_or_else(|e| Err(task_failed(e)))
+        tokio::spawn(async move { queue.release_detached(&id).await })
+            .await
+            .unwrap_or_else(|e| Err(task_failed(e)))
     }
 
     async fn release_detached(&self, id: &QueueId) -> Result<(), QueueError> {
         let _guard = self.lock(id).await;
-        let mut entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let mut entry = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
         if entry.kind != QueueKind::Hold {
             return Err(QueueError::NotHeld(id.clone()));
         }
@@ -416,7 +491,9 @@ impl Queue {
         self.put(&entry)?;
         self.flush().await?;
         moved?;
-        self.inner.tracking.event(id, TrackEvent::now("released", None, "released from hold"));
+        self.inner
+            .tracking
+            .event(id, TrackEvent::now("released", None, "released from hold"));
         tracing::info!(queue_id = %id, "message released from hold");
         self.inner.notify.notify_one();
         Ok(())
@@ -426,14 +503,21 @@ impl Queue {
     pub async fn delete(&self, id: &QueueId) -> Result<(), QueueError> {
         let queue = self.clone();
         let id = id.clone();
-        tokio::spawn(async move { queue.delete_detached(&id).await }).await.unwrap_or_else(|e| Err(task_failed(e)))
+        tokio::spawn(async move { queue.delete_detached(&id).await })
+            .await
+            .unwrap_or_else(|e| Err(task_failed(e)))
     }
 
     async fn delete_detached(&self, id: &QueueId) -> Result<(), QueueError> {
         let _guard = self.lock(id).await;
-        let entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let entry = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
         self.remove_message(dir_of(entry.kind), id).await?;
-        self.inner.tracking.event(id, TrackEvent::now("deleted", None, "deleted by an administrator"));
+        self.inner.tracking.event(
+            id,
+            TrackEvent::now("deleted", None, "deleted by an administrator"),
+        );
         self.inner.tracking.outcome(id, Outcome::Deleted);
         tracing::info!(queue_id = %id, "message deleted from the queue");
         Ok(())
@@ -443,7 +527,9 @@ impl Queue {
     /// it without scanning it again. Flushed: a crash after this call never rescans it.
     pub async fn mark_scanned(&self, id: &QueueId) -> Result<(), QueueError> {
         let _guard = self.lock(id).await;
-        let mut entry = self.get(id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let mut entry = self
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
         if entry.scanned {
             return Ok(());
         }
@@ -464,9 +550,14 @@ impl Queue {
         let (id, reason) = (id.clone(), reason.to_owned());
         tokio::spawn(async move {
             let _guard = queue.lock(&id).await;
-            let entry = queue.get(&id).ok_or_else(|| QueueError::NotFound(id.clone()))?;
+            let entry = queue
+                .get(&id)
+                .ok_or_else(|| QueueError::NotFound(id.clone()))?;
             queue.remove_message(dir_of(entry.kind), &id).await?;
-            queue.inner.tracking.event(&id, TrackEvent::now("deleted", None, reason.as_str()));
+            queue
+                .inner
+                .tracking
+                .event(&id, TrackEvent::now("deleted", None, reason.as_str()));
             queue.inner.tracking.outcome(&id, Outcome::Deleted);
             tracing::info!(queue_id = %id, reason = %reason, "message removed from the queue");
             Ok(())
@@ -480,19 +571,30 @@ impl Queue {
         let now = Utc::now();
         let mut count = 0;
         for (key, value) in self.inner.entries.iter().filter_map(|item| item.ok()) {
-            let Some(mut entry) = decode(&key, &value) else { continue };
+            let Some(mut entry) = decode(&key, &value) else {
+                continue;
+            };
             if entry.kind != QueueKind::Deferred || entry.in_flight {
                 continue;
             }
             entry.next_attempt = now;
-            let Ok(new) = serde_json::to_vec(&entry) else { continue };
+            let Ok(new) = serde_json::to_vec(&entry) else {
+                continue;
+            };
             // Compare-and-swap: if a delivery result landed meanwhile, that one is newer and wins.
-            if let Ok(Ok(())) = self.inner.entries.compare_and_swap(&key, Some(&value), Some(new)) {
+            if let Ok(Ok(())) = self
+                .inner
+                .entries
+                .compare_and_swap(&key, Some(&value), Some(new))
+            {
                 count += 1;
             }
         }
         if count > 0 {
-            tracing::info!(messages = count, "deferred messages scheduled for immediate retry");
+            tracing::info!(
+                messages = count,
+                "deferred messages scheduled for immediate retry"
+            );
             self.inner.notify.notify_one();
         }
         count
@@ -515,12 +617,19 @@ impl Queue {
 
     fn entries(&self) -> impl Iterator<Item = QueueEntry> + '_ {
         // Keys are queue ids, which sort by arrival: sled's key order is oldest first.
-        self.inner.entries.iter().filter_map(|item| item.ok()).filter_map(|(key, value)| decode(&key, &value))
+        self.inner
+            .entries
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter_map(|(key, value)| decode(&key, &value))
     }
 
     fn put(&self, entry: &QueueEntry) -> Result<(), QueueError> {
         let value = serde_json::to_vec(entry).map_err(|e| QueueError::State(e.to_string()))?;
-        self.inner.entries.insert(entry.id.as_str(), value).map_err(|e| self.state_error(e))?;
+        self.inner
+            .entries
+            .insert(entry.id.as_str(), value)
+            .map_err(|e| self.state_error(e))?;
         Ok(())
     }
 
@@ -541,9 +650,19 @@ impl Queue {
     }
 
     /// Renames a spool file between directories and syncs both (the new name and the removal).
-    async fn move_file(&self, id: &QueueId, from: SpoolDir, to: SpoolDir) -> Result<(), QueueError> {
-        let (src, dst) = (self.inner.layout.file(from, id), self.inner.layout.file(to, id));
-        tokio::fs::rename(&src, &dst).await.map_err(|e| QueueError::io("move spool file to", &dst, e))?;
+    async fn move_file(
+        &self,
+        id: &QueueId,
+        from: SpoolDir,
+        to: SpoolDir,
+    ) -> Result<(), QueueError> {
+        let (src, dst) = (
+            self.inner.layout.file(from, id),
+            self.inner.layout.file(to, id),
+        );
+        tokio::fs::rename(&src, &dst)
+            .await
+            .map_err(|e| QueueError::io("move spool file to", &dst, e))?;
         self.inner.syncer.sync_both(to, from).await
     }
 
@@ -559,7 +678,10 @@ impl Queue {
         self.inner.syncer.sync(dir).await?;
         // No sled flush: the file is gone for good, and an entry that outlives it in a crash is
         // removed as an orphan at the next start.
-        self.inner.entries.remove(id.as_str()).map_err(|e| self.state_error(e))?;
+        self.inner
+            .entries
+            .remove(id.as_str())
+            .map_err(|e| self.state_error(e))?;
         Ok(())
     }
 

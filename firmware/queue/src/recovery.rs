@@ -31,7 +31,10 @@ pub(crate) fn recover(
     entries: &sled::Tree,
     tracking: &Tracking,
 ) -> Result<Recovery, QueueError> {
-    let mut recovery = Recovery { tmp_deleted: clean_tmp(layout)?, ..Recovery::default() };
+    let mut recovery = Recovery {
+        tmp_deleted: clean_tmp(layout)?,
+        ..Recovery::default()
+    };
     let files = scan_spool(layout, config, &mut recovery)?;
     let state_dir = layout.state_dir();
     let state_err = |e| QueueError::state(e, &state_dir);
@@ -39,7 +42,9 @@ pub(crate) fn recover(
     let mut known: HashMap<QueueId, QueueEntry> = HashMap::new();
     for item in entries.iter() {
         let (key, value) = item.map_err(state_err)?;
-        let id = std::str::from_utf8(&key).ok().and_then(|k| k.parse::<QueueId>().ok());
+        let id = std::str::from_utf8(&key)
+            .ok()
+            .and_then(|k| k.parse::<QueueId>().ok());
         let entry = serde_json::from_slice::<QueueEntry>(&value).ok();
         match (id, entry) {
             (Some(id), Some(entry)) if files.contains_key(&id) => {
@@ -72,7 +77,9 @@ pub(crate) fn recover(
             (SpoolDir::Hold, QueueKind::Incoming | QueueKind::Deferred) => {
                 // A hold whose entry update was lost: the directory decides.
                 entry.kind = QueueKind::Hold;
-                entry.hold_reason.get_or_insert_with(|| "found in hold/ at start-up".to_owned());
+                entry
+                    .hold_reason
+                    .get_or_insert_with(|| "found in hold/ at start-up".to_owned());
             }
             (SpoolDir::Active, QueueKind::Hold) => {
                 // A release whose entry update was lost: finish it.
@@ -88,11 +95,23 @@ pub(crate) fn recover(
             entry.crashes += 1;
             recovery.possibly_duplicated += 1;
             tracing::warn!(queue_id = %id, crashes = entry.crashes, "delivery attempt was interrupted by a crash; some recipients may receive the message twice");
-            tracking.event(&id, TrackEvent::now("recovered", None, "delivery attempt interrupted by a crash; possible duplicate"));
-            let suspect = config.suspect_after_crashes > 0 && entry.crashes >= config.suspect_after_crashes;
+            tracking.event(
+                &id,
+                TrackEvent::now(
+                    "recovered",
+                    None,
+                    "delivery attempt interrupted by a crash; possible duplicate",
+                ),
+            );
+            let suspect =
+                config.suspect_after_crashes > 0 && entry.crashes >= config.suspect_after_crashes;
             if suspect && entry.kind != QueueKind::Hold {
                 hold_suspect(layout, config, &mut entry, &mut recovery);
-                if let Some(reason) = entry.hold_reason.as_deref().filter(|_| entry.kind == QueueKind::Hold) {
+                if let Some(reason) = entry
+                    .hold_reason
+                    .as_deref()
+                    .filter(|_| entry.kind == QueueKind::Hold)
+                {
                     tracking.event(&id, TrackEvent::now("held", None, reason));
                 }
             }
@@ -113,36 +132,67 @@ fn clean_tmp(layout: &Layout) -> Result<usize, QueueError> {
         let path = item.path();
         match fs::remove_file(&path) {
             Ok(()) => deleted += 1,
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not delete unfinished draft"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete unfinished draft")
+            }
         }
     }
     Ok(deleted)
 }
 
 /// Reads the header of every file in `hold/` and `active/`; unreadable files go to `corrupt/`.
-fn scan_spool(layout: &Layout, config: &QueueConfig, recovery: &mut Recovery) -> Result<BTreeMap<QueueId, Found>, QueueError> {
+fn scan_spool(
+    layout: &Layout,
+    config: &QueueConfig,
+    recovery: &mut Recovery,
+) -> Result<BTreeMap<QueueId, Found>, QueueError> {
     let mut files = BTreeMap::new();
     for dir in [SpoolDir::Hold, SpoolDir::Active] {
         let dir_path = layout.dir(dir);
-        for item in fs::read_dir(&dir_path).map_err(|e| QueueError::io("list directory", &dir_path, e))? {
+        for item in
+            fs::read_dir(&dir_path).map_err(|e| QueueError::io("list directory", &dir_path, e))?
+        {
             let item = item.map_err(|e| QueueError::io("list directory", &dir_path, e))?;
             let path = item.path();
             let name = item.file_name().to_string_lossy().into_owned();
             let Ok(id) = name.parse::<QueueId>() else {
-                quarantine(layout, config, dir, &path, "file name is not a queue id", recovery);
+                quarantine(
+                    layout,
+                    config,
+                    dir,
+                    &path,
+                    "file name is not a queue id",
+                    recovery,
+                );
                 continue;
             };
             if files.contains_key(&id) {
                 // Cannot come from a rename; someone copied files by hand. Keep the held copy.
-                quarantine(layout, config, dir, &path, "the same queue id is also in hold/", recovery);
+                quarantine(
+                    layout,
+                    config,
+                    dir,
+                    &path,
+                    "the same queue id is also in hold/",
+                    recovery,
+                );
                 continue;
             }
             match spool::read_header(&path) {
                 Ok(header) => {
                     let file_len = item.metadata().map(|m| m.len()).unwrap_or(header.offset);
-                    files.insert(id, Found { dir, header, file_len });
+                    files.insert(
+                        id,
+                        Found {
+                            dir,
+                            header,
+                            file_len,
+                        },
+                    );
                 }
-                Err(QueueError::Corrupt { reason, .. }) => quarantine(layout, config, dir, &path, &reason, recovery),
+                Err(QueueError::Corrupt { reason, .. }) => {
+                    quarantine(layout, config, dir, &path, &reason, recovery)
+                }
                 Err(other) => quarantine(layout, config, dir, &path, &other.to_string(), recovery),
             }
         }
@@ -151,8 +201,18 @@ fn scan_spool(layout: &Layout, config: &QueueConfig, recovery: &mut Recovery) ->
 }
 
 /// Moves an unusable file to `corrupt/` (never deletes it) so start-up can go on.
-fn quarantine(layout: &Layout, config: &QueueConfig, from: SpoolDir, path: &Path, reason: &str, recovery: &mut Recovery) {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn quarantine(
+    layout: &Layout,
+    config: &QueueConfig,
+    from: SpoolDir,
+    path: &Path,
+    reason: &str,
+    recovery: &mut Recovery,
+) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let corrupt_dir = layout.dir(SpoolDir::Corrupt);
     let mut target = corrupt_dir.join(&name);
     let mut n = 1;
@@ -183,7 +243,13 @@ fn rebuild(id: &QueueId, found: &Found, path: &Path, tracking: &Tracking) -> Que
     let head = spool::read_head(path, found.header.offset).unwrap_or_default();
     let (message_id, subject) = spool::parse_identity(&head);
     let size = found.file_len.saturating_sub(found.header.offset);
-    let mut entry = QueueEntry::new(id.clone(), found.header.envelope.clone(), size, message_id, subject);
+    let mut entry = QueueEntry::new(
+        id.clone(),
+        found.header.envelope.clone(),
+        size,
+        message_id,
+        subject,
+    );
     if found.dir == SpoolDir::Hold {
         entry.kind = QueueKind::Hold;
         entry.hold_reason = Some("found in hold/ at start-up".to_owned());
@@ -192,13 +258,24 @@ fn rebuild(id: &QueueId, found: &Found, path: &Path, tracking: &Tracking) -> Que
     if tracking.get(id).is_none() {
         tracking.record_message(&record_for(&entry, Vec::new()));
     }
-    tracking.event(id, TrackEvent::now("recovered", None, "queue entry rebuilt from the spool file"));
+    tracking.event(
+        id,
+        TrackEvent::now("recovered", None, "queue entry rebuilt from the spool file"),
+    );
     entry
 }
 
 /// Moves a message that keeps crashing us to `hold/`, so the rest of the mail flows.
-fn hold_suspect(layout: &Layout, config: &QueueConfig, entry: &mut QueueEntry, recovery: &mut Recovery) {
-    let (src, dst) = (layout.file(SpoolDir::Active, &entry.id), layout.file(SpoolDir::Hold, &entry.id));
+fn hold_suspect(
+    layout: &Layout,
+    config: &QueueConfig,
+    entry: &mut QueueEntry,
+    recovery: &mut Recovery,
+) {
+    let (src, dst) = (
+        layout.file(SpoolDir::Active, &entry.id),
+        layout.file(SpoolDir::Hold, &entry.id),
+    );
     if let Err(e) = fs::rename(&src, &dst) {
         tracing::error!(queue_id = %entry.id, error = %e, "could not move suspect message to hold/");
         return;
@@ -210,7 +287,10 @@ fn hold_suspect(layout: &Layout, config: &QueueConfig, entry: &mut QueueEntry, r
             }
         }
     }
-    let reason = format!("suspect: the process died {} times while delivering this message", entry.crashes);
+    let reason = format!(
+        "suspect: the process died {} times while delivering this message",
+        entry.crashes
+    );
     tracing::error!(queue_id = %entry.id, crashes = entry.crashes, "message put on hold as a suspect");
     entry.kind = QueueKind::Hold;
     entry.hold_reason = Some(reason);

@@ -55,12 +55,19 @@ pub(crate) struct Layout {
 impl Layout {
     /// The layout under `root` (`<data_dir>/queue`).
     pub(crate) fn new(root: &Path) -> Layout {
-        Layout { root: root.to_path_buf() }
+        Layout {
+            root: root.to_path_buf(),
+        }
     }
 
     /// Creates the directories that do not exist yet.
     pub(crate) fn create(&self) -> Result<(), QueueError> {
-        for dir in [SpoolDir::Tmp, SpoolDir::Active, SpoolDir::Hold, SpoolDir::Corrupt] {
+        for dir in [
+            SpoolDir::Tmp,
+            SpoolDir::Active,
+            SpoolDir::Hold,
+            SpoolDir::Corrupt,
+        ] {
             let path = self.dir(dir);
             fs::create_dir_all(&path).map_err(|e| QueueError::io("create directory", &path, e))?;
         }
@@ -110,8 +117,14 @@ pub(crate) fn read_header(path: &Path) -> Result<SpoolHeader, QueueError> {
 }
 
 /// Parses the header from any reader (the file, or the bytes of a whole spool file).
-pub(crate) fn read_header_from(reader: impl BufRead, path: &Path) -> Result<SpoolHeader, QueueError> {
-    let corrupt = |reason: String| QueueError::Corrupt { path: path.to_path_buf(), reason };
+pub(crate) fn read_header_from(
+    reader: impl BufRead,
+    path: &Path,
+) -> Result<SpoolHeader, QueueError> {
+    let corrupt = |reason: String| QueueError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut reader = reader.take(MAX_ENVELOPE_LINE);
     let mut magic = Vec::with_capacity(MAGIC.len());
     (&mut reader)
@@ -119,23 +132,31 @@ pub(crate) fn read_header_from(reader: impl BufRead, path: &Path) -> Result<Spoo
         .read_to_end(&mut magic)
         .map_err(|e| QueueError::io("read spool file", path, e))?;
     if magic != MAGIC {
-        return Err(corrupt("bad magic line (not a Portcullis spool file, or truncated)".to_owned()));
+        return Err(corrupt(
+            "bad magic line (not a Portcullis spool file, or truncated)".to_owned(),
+        ));
     }
     let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line).map_err(|e| QueueError::io("read spool file", path, e))?;
+    reader
+        .read_until(b'\n', &mut line)
+        .map_err(|e| QueueError::io("read spool file", path, e))?;
     if line.pop() != Some(b'\n') {
         return Err(corrupt("envelope line is not terminated".to_owned()));
     }
-    let envelope: Envelope =
-        serde_json::from_slice(&line).map_err(|e| corrupt(format!("envelope line is not valid JSON: {e}")))?;
-    Ok(SpoolHeader { envelope, offset: (MAGIC.len() + line.len() + 1) as u64 })
+    let envelope: Envelope = serde_json::from_slice(&line)
+        .map_err(|e| corrupt(format!("envelope line is not valid JSON: {e}")))?;
+    Ok(SpoolHeader {
+        envelope,
+        offset: (MAGIC.len() + line.len() + 1) as u64,
+    })
 }
 
 /// Reads up to `HEAD_BYTES` of the message, starting at `offset`.
 pub(crate) fn read_head(path: &Path, offset: u64) -> Result<Vec<u8>, QueueError> {
     use std::io::{Seek, SeekFrom};
     let mut file = File::open(path).map_err(|e| QueueError::io("open spool file", path, e))?;
-    file.seek(SeekFrom::Start(offset)).map_err(|e| QueueError::io("read spool file", path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| QueueError::io("read spool file", path, e))?;
     let mut head = Vec::new();
     file.take(HEAD_BYTES as u64)
         .read_to_end(&mut head)
@@ -145,9 +166,14 @@ pub(crate) fn read_head(path: &Path, offset: u64) -> Result<Vec<u8>, QueueError>
 
 /// Message-ID (without angle brackets) and decoded Subject from the start of a message.
 pub(crate) fn parse_identity(head: &[u8]) -> (Option<String>, Option<String>) {
-    let parser = MessageParser::new().header_id(HeaderName::MessageId).header_text(HeaderName::Subject);
+    let parser = MessageParser::new()
+        .header_id(HeaderName::MessageId)
+        .header_text(HeaderName::Subject);
     match parser.parse_headers(head) {
-        Some(message) => (message.message_id().map(str::to_owned), message.subject().map(str::to_owned)),
+        Some(message) => (
+            message.message_id().map(str::to_owned),
+            message.subject().map(str::to_owned),
+        ),
         None => (None, None),
     }
 }
@@ -184,14 +210,18 @@ mod tests {
     }
 
     fn envelope_with(at: chrono::DateTime<Utc>) -> Envelope {
-        Envelope { received_at: at, ..envelope() }
+        Envelope {
+            received_at: at,
+            ..envelope()
+        }
     }
 
     #[test]
     fn bad_magic_and_bad_json_are_reported_as_corrupt() {
         let bad_magic = read_header_from(&b"HELLO\n{}\n"[..], Path::new("x"));
         assert!(matches!(bad_magic, Err(QueueError::Corrupt { .. })));
-        let bad_json = read_header_from(&b"PORTCULLIS-SPOOL 1\n{not json\nbody"[..], Path::new("x"));
+        let bad_json =
+            read_header_from(&b"PORTCULLIS-SPOOL 1\n{not json\nbody"[..], Path::new("x"));
         assert!(matches!(bad_json, Err(QueueError::Corrupt { .. })));
         let empty = read_header_from(&b""[..], Path::new("x"));
         assert!(matches!(empty, Err(QueueError::Corrupt { .. })));
@@ -199,7 +229,8 @@ mod tests {
 
     #[test]
     fn message_id_and_subject_are_parsed_from_the_head() {
-        let head = b"Message-ID: <abc@example.org>\r\nSubject: =?UTF-8?Q?caf=C3=A9?=\r\n\r\nbody\r\n";
+        let head =
+            b"Message-ID: <abc@example.org>\r\nSubject: =?UTF-8?Q?caf=C3=A9?=\r\n\r\nbody\r\n";
         let (id, subject) = parse_identity(head);
         assert_eq!(id.as_deref(), Some("abc@example.org"));
         assert_eq!(subject.as_deref(), Some("café"));

@@ -62,7 +62,12 @@ pub struct TrackEvent {
 impl TrackEvent {
     /// An event happening now.
     pub fn now(kind: &str, recipient: Option<&str>, detail: impl Into<String>) -> TrackEvent {
-        TrackEvent { at: Utc::now(), kind: kind.to_owned(), recipient: recipient.map(str::to_owned), detail: detail.into() }
+        TrackEvent {
+            at: Utc::now(),
+            kind: kind.to_owned(),
+            recipient: recipient.map(str::to_owned),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -138,10 +143,14 @@ impl Tracking {
         let key = rec.queue_id.as_str().as_bytes();
         let result = self.messages.update_and_fetch(key, |old| {
             let mut merged = rec.clone();
-            if let Some(old) = old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
+            if let Some(old) =
+                old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok())
+            {
                 let mut events = old.events;
                 for ev in &rec.events {
-                    if !events.iter().any(|e| e.kind == ev.kind && e.recipient == ev.recipient && e.detail == ev.detail) {
+                    if !events.iter().any(|e| {
+                        e.kind == ev.kind && e.recipient == ev.recipient && e.detail == ev.detail
+                    }) {
                         events.push(ev.clone());
                     }
                 }
@@ -157,17 +166,21 @@ impl Tracking {
     /// Appends an event to a message's record (creating a bare record if there is none).
     pub fn event(&self, id: &QueueId, ev: TrackEvent) {
         let mut created = None;
-        let result = self.messages.update_and_fetch(id.as_str().as_bytes(), |old| {
-            let mut rec = match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
-                Some(rec) => rec,
-                None => {
-                    created = Some(ev.at);
-                    bare_record(id, ev.at)
-                }
-            };
-            rec.events.push(ev.clone());
-            serde_json::to_vec(&rec).ok()
-        });
+        let result = self
+            .messages
+            .update_and_fetch(id.as_str().as_bytes(), |old| {
+                let mut rec = match old
+                    .and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok())
+                {
+                    Some(rec) => rec,
+                    None => {
+                        created = Some(ev.at);
+                        bare_record(id, ev.at)
+                    }
+                };
+                rec.events.push(ev.clone());
+                serde_json::to_vec(&rec).ok()
+            });
         self.log_failure(result.map(drop), id, "record event");
         if let Some(at) = created {
             self.index(at, id);
@@ -177,18 +190,22 @@ impl Tracking {
     /// Sets how a message ended.
     pub fn outcome(&self, id: &QueueId, outcome: Outcome) {
         let mut created = None;
-        let result = self.messages.update_and_fetch(id.as_str().as_bytes(), |old| {
-            let mut rec = match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
-                Some(rec) => rec,
-                None => {
-                    let now = Utc::now();
-                    created = Some(now);
-                    bare_record(id, now)
-                }
-            };
-            rec.outcome = Some(outcome);
-            serde_json::to_vec(&rec).ok()
-        });
+        let result = self
+            .messages
+            .update_and_fetch(id.as_str().as_bytes(), |old| {
+                let mut rec = match old
+                    .and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok())
+                {
+                    Some(rec) => rec,
+                    None => {
+                        let now = Utc::now();
+                        created = Some(now);
+                        bare_record(id, now)
+                    }
+                };
+                rec.outcome = Some(outcome);
+                serde_json::to_vec(&rec).ok()
+            });
         self.log_failure(result.map(drop), id, "record outcome");
         if let Some(at) = created {
             self.index(at, id);
@@ -207,13 +224,27 @@ impl Tracking {
     }
 
     /// Messages received in `[from, to)`, oldest first, at most `limit`.
-    pub fn received_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> Vec<MessageRecord> {
+    pub fn received_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<MessageRecord> {
         self.records(self.by_time.range(time_key(from)..time_key(to)), limit)
     }
 
-    fn records(&self, keys: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>, limit: usize) -> Vec<MessageRecord> {
+    fn records(
+        &self,
+        keys: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        limit: usize,
+    ) -> Vec<MessageRecord> {
         keys.filter_map(|item| item.ok())
-            .filter_map(|(key, _)| std::str::from_utf8(key.get(8..8 + ID_LEN)?).ok()?.parse::<QueueId>().ok())
+            .filter_map(|(key, _)| {
+                std::str::from_utf8(key.get(8..8 + ID_LEN)?)
+                    .ok()?
+                    .parse::<QueueId>()
+                    .ok()
+            })
             .filter_map(|id| self.get(&id))
             .take(limit)
             .collect()
@@ -223,9 +254,14 @@ impl Tracking {
     pub fn record_session(&self, rec: &SessionRecord) {
         let mut key = time_key(rec.ended).to_vec();
         key.extend_from_slice(&rec.session_id.to_be_bytes());
-        let result = serde_json::to_vec(rec).map_err(|e| e.to_string()).and_then(|value| {
-            self.sessions.insert(key, value).map(drop).map_err(|e| e.to_string())
-        });
+        let result = serde_json::to_vec(rec)
+            .map_err(|e| e.to_string())
+            .and_then(|value| {
+                self.sessions
+                    .insert(key, value)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
         if let Err(error) = result {
             tracing::warn!(session_id = rec.session_id, %error, "could not write the session to the tracking log");
         }
@@ -246,7 +282,12 @@ impl Tracking {
     /// records went. The log has no size limit of its own, so the gateway calls this periodically.
     pub fn prune_before(&self, cutoff: DateTime<Utc>) -> usize {
         let mut removed = 0;
-        let old: Vec<sled::IVec> = self.by_time.range(..time_key(cutoff)).keys().filter_map(|k| k.ok()).collect();
+        let old: Vec<sled::IVec> = self
+            .by_time
+            .range(..time_key(cutoff))
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect();
         for key in old {
             if let Some(id) = key.get(8..).and_then(|id| std::str::from_utf8(id).ok()) {
                 let _ = self.messages.remove(id.as_bytes());
@@ -254,7 +295,12 @@ impl Tracking {
             let _ = self.by_time.remove(&key);
             removed += 1;
         }
-        let old: Vec<sled::IVec> = self.sessions.range(..time_key(cutoff)).keys().filter_map(|k| k.ok()).collect();
+        let old: Vec<sled::IVec> = self
+            .sessions
+            .range(..time_key(cutoff))
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect();
         for key in old {
             let _ = self.sessions.remove(&key);
             removed += 1;
@@ -292,9 +338,11 @@ fn bare_record(id: &QueueId, at: DateTime<Utc>) -> MessageRecord {
     }
 }
 
-
 /// The tracking record of a queued message, with the given events.
-pub(crate) fn record_for(entry: &crate::entry::QueueEntry, events: Vec<TrackEvent>) -> MessageRecord {
+pub(crate) fn record_for(
+    entry: &crate::entry::QueueEntry,
+    events: Vec<TrackEvent>,
+) -> MessageRecord {
     let client = entry.envelope.client.as_ref();
     MessageRecord {
         queue_id: entry.id.clone(),
@@ -325,7 +373,12 @@ mod tests {
     }
 
     fn record(id: &QueueId, at: DateTime<Utc>) -> MessageRecord {
-        MessageRecord { sender: "a@example.org".into(), recipients: vec!["b@example.com".into()], size: 10, ..bare_record(id, at) }
+        MessageRecord {
+            sender: "a@example.org".into(),
+            recipients: vec!["b@example.com".into()],
+            size: 10,
+            ..bare_record(id, at)
+        }
     }
 
     #[test]
@@ -333,9 +386,13 @@ mod tests {
         let (_dir, tracking) = tracking();
         let id = QueueId::generate();
         let mut rec = record(&id, Utc::now());
-        rec.events.push(TrackEvent::now("received", None, "committed"));
+        rec.events
+            .push(TrackEvent::now("received", None, "committed"));
         tracking.record_message(&rec);
-        tracking.event(&id, TrackEvent::now("delivered", Some("b@example.com"), "250 ok"));
+        tracking.event(
+            &id,
+            TrackEvent::now("delivered", Some("b@example.com"), "250 ok"),
+        );
         rec.subject = Some("hello".into());
         tracking.record_message(&rec);
         tracking.outcome(&id, Outcome::Delivered);
@@ -357,10 +414,17 @@ mod tests {
         }
         let recent: Vec<QueueId> = tracking.recent(2).into_iter().map(|r| r.queue_id).collect();
         assert_eq!(recent, [ids[2].clone(), ids[1].clone()]);
-        let middle = tracking.received_between(base + chrono::Duration::minutes(30), base + chrono::Duration::minutes(90), 10);
+        let middle = tracking.received_between(
+            base + chrono::Duration::minutes(30),
+            base + chrono::Duration::minutes(90),
+            10,
+        );
         assert_eq!(middle.len(), 1);
         assert_eq!(middle[0].queue_id, ids[1]);
-        assert_eq!(tracking.prune_before(base + chrono::Duration::minutes(30)), 1);
+        assert_eq!(
+            tracking.prune_before(base + chrono::Duration::minutes(30)),
+            1
+        );
         assert!(tracking.get(&ids[0]).is_none());
         assert_eq!(tracking.recent(10).len(), 2);
     }
@@ -382,7 +446,11 @@ mod tests {
                 end: "quit".into(),
             });
         }
-        let ids: Vec<u64> = tracking.recent_sessions(2).iter().map(|s| s.session_id).collect();
+        let ids: Vec<u64> = tracking
+            .recent_sessions(2)
+            .iter()
+            .map(|s| s.session_id)
+            .collect();
         assert_eq!(ids, [2, 1]);
         let raw = tracking.sessions.iter().next().unwrap().unwrap().1;
         assert!(serde_json::from_slice::<serde_json::Value>(&raw).is_ok());

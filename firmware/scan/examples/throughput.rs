@@ -8,20 +8,43 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use portcullis_scan::{Action, CompiledPolicy, ContentRule, Limits, MatchMode, Policy, Scope, decompose};
+use portcullis_scan::{
+    Action, CompiledPolicy, ContentRule, Limits, MatchMode, Policy, Scope, decompose,
+};
 
 /// The content rules of the benchmark; tests/bench/decompose_peer.py matches the same terms.
 const RULES: &[(&str, &[&str])] = &[
-    ("money", &["wire transfer", "credit card", "mortgage", "acc?unt number", "$$$"]),
+    (
+        "money",
+        &[
+            "wire transfer",
+            "credit card",
+            "mortgage",
+            "acc?unt number",
+            "$$$",
+        ],
+    ),
     ("pills", &["viagra", "pharmacy", "weight loss"]),
-    ("marketing", &["click here", "unsubscribe", "limited time", "act now", "free*offer"]),
+    (
+        "marketing",
+        &[
+            "click here",
+            "unsubscribe",
+            "limited time",
+            "act now",
+            "free*offer",
+        ],
+    ),
 ];
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut rounds = 3u32;
     if let Some(i) = args.iter().position(|a| a == "--rounds") {
-        rounds = args.get(i + 1).and_then(|n| n.parse().ok()).expect("--rounds N");
+        rounds = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--rounds N");
         args.drain(i..i + 2);
     }
     if args.is_empty() {
@@ -31,10 +54,18 @@ fn main() {
     let mut files: Vec<PathBuf> = Vec::new();
     for dir in &args {
         let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {dir}: {e}"));
-        files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "txt")));
+        files.extend(
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "txt")),
+        );
     }
     files.sort();
-    let messages: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("read message")).collect();
+    let messages: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read message"))
+        .collect();
     let bytes: usize = messages.iter().map(Vec::len).sum();
 
     let policy = Policy {
@@ -46,7 +77,10 @@ fn main() {
                 terms: terms.iter().map(|t| (*t).to_owned()).collect(),
                 not_terms: Vec::new(),
                 scopes: vec![Scope::Subject, Scope::Body, Scope::Attachments],
-                action: Action::Tag { header: Some(format!("X-Bench: {name}")), subject_prefix: None },
+                action: Action::Tag {
+                    header: Some(format!("X-Bench: {name}")),
+                    subject_prefix: None,
+                },
             })
             .collect(),
         ..Policy::default()

@@ -34,12 +34,16 @@ pub enum Scope {
 }
 
 impl Scope {
-    const ALL: [Scope; 4] = [Scope::Headers, Scope::Subject, Scope::Body, Scope::Attachments];
+    const ALL: [Scope; 4] = [
+        Scope::Headers,
+        Scope::Subject,
+        Scope::Body,
+        Scope::Attachments,
+    ];
 
     fn index(self) -> usize {
         self as usize
     }
-
 }
 
 /// Whether a rule needs all of its terms or any one of them.
@@ -138,7 +142,10 @@ pub(crate) struct ContentMatcher {
 impl ContentMatcher {
     pub(crate) fn compile(rules: &[ContentRule]) -> Result<ContentMatcher, PolicyError> {
         if rules.len() > MAX_RULES {
-            return Err(PolicyError::TooManyRules { count: rules.len(), max: MAX_RULES });
+            return Err(PolicyError::TooManyRules {
+                count: rules.len(),
+                max: MAX_RULES,
+            });
         }
         let mut anchors: Vec<String> = Vec::new();
         let mut anchor_terms: Vec<Vec<usize>> = Vec::new();
@@ -147,22 +154,35 @@ impl ContentMatcher {
         let mut scopes_used = [false; 4];
         for (i, rule) in rules.iter().enumerate() {
             if rules[..i].iter().any(|r| r.name == rule.name) {
-                return Err(PolicyError::DuplicateRule { rule: rule.name.clone() });
+                return Err(PolicyError::DuplicateRule {
+                    rule: rule.name.clone(),
+                });
             }
             let count = rule.terms.len() + rule.not_terms.len();
             if count > MAX_TERMS_PER_RULE {
-                return Err(PolicyError::TooManyTerms { rule: rule.name.clone(), count, max: MAX_TERMS_PER_RULE });
+                return Err(PolicyError::TooManyTerms {
+                    rule: rule.name.clone(),
+                    count,
+                    max: MAX_TERMS_PER_RULE,
+                });
             }
             if rule.terms.is_empty() {
-                return Err(PolicyError::NoTerms { rule: rule.name.clone() });
+                return Err(PolicyError::NoTerms {
+                    rule: rule.name.clone(),
+                });
             }
             let mut add = |source: &str| -> Result<usize, PolicyError> {
-                let (anchor, before, after) = split_term(source).ok_or_else(|| PolicyError::TermWithoutLiteral {
-                    rule: rule.name.clone(),
-                    term: source.to_owned(),
-                })?;
+                let (anchor, before, after) =
+                    split_term(source).ok_or_else(|| PolicyError::TermWithoutLiteral {
+                        rule: rule.name.clone(),
+                        term: source.to_owned(),
+                    })?;
                 let id = terms.len();
-                terms.push(Term { source: source.to_owned(), before, after });
+                terms.push(Term {
+                    source: source.to_owned(),
+                    before,
+                    after,
+                });
                 match anchors.iter().position(|a| *a == anchor) {
                     Some(p) => anchor_terms[p].push(id),
                     None => {
@@ -172,14 +192,27 @@ impl ContentMatcher {
                 }
                 Ok(id)
             };
-            let positive = rule.terms.iter().map(|t| add(t)).collect::<Result<Vec<_>, _>>()?;
-            let negative = rule.not_terms.iter().map(|t| add(t)).collect::<Result<Vec<_>, _>>()?;
+            let positive = rule
+                .terms
+                .iter()
+                .map(|t| add(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let negative = rule
+                .not_terms
+                .iter()
+                .map(|t| add(t))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut scopes = [false; 4];
             for scope in &rule.scopes {
                 scopes[scope.index()] = true;
                 scopes_used[scope.index()] = true;
             }
-            compiled.push(CompiledRule { rule: rule.clone(), terms: positive, not_terms: negative, scopes });
+            compiled.push(CompiledRule {
+                rule: rule.clone(),
+                terms: positive,
+                not_terms: negative,
+                scopes,
+            });
         }
         let automaton = if anchors.is_empty() {
             None
@@ -191,7 +224,13 @@ impl ContentMatcher {
                     .map_err(|e| PolicyError::Matcher(e.to_string()))?,
             )
         };
-        Ok(ContentMatcher { automaton, anchor_terms, terms, rules: compiled, scopes_used })
+        Ok(ContentMatcher {
+            automaton,
+            anchor_terms,
+            terms,
+            rules: compiled,
+            scopes_used,
+        })
     }
 
     /// Whether any rule looks at `scope` (so callers can skip collecting texts nobody reads).
@@ -200,7 +239,10 @@ impl ContentMatcher {
     }
 
     /// Scans every source once and returns the rules that hit, in configuration order.
-    pub(crate) fn evaluate<'s, 'a>(&'s self, sources: impl IntoIterator<Item = Source<'a>>) -> Vec<RuleHit<'s>> {
+    pub(crate) fn evaluate<'s, 'a>(
+        &'s self,
+        sources: impl IntoIterator<Item = Source<'a>>,
+    ) -> Vec<RuleHit<'s>> {
         let mut hits: TermHits = vec![Default::default(); self.terms.len()];
         if let Some(automaton) = &self.automaton {
             for source in sources {
@@ -224,14 +266,19 @@ impl ContentMatcher {
             let matched: Vec<(String, Scope, Option<PartPath>)> = compiled
                 .terms
                 .iter()
-                .filter_map(|&t| found(t).map(|(scope, part)| (self.terms[t].source.clone(), scope, part)))
+                .filter_map(|&t| {
+                    found(t).map(|(scope, part)| (self.terms[t].source.clone(), scope, part))
+                })
                 .collect();
             let hit = match compiled.rule.match_mode {
                 MatchMode::All => matched.len() == compiled.terms.len(),
                 MatchMode::Any => !matched.is_empty(),
             };
             if hit {
-                out.push(RuleHit { rule: &compiled.rule, matched });
+                out.push(RuleHit {
+                    rule: &compiled.rule,
+                    matched,
+                });
             }
         }
         out
@@ -391,7 +438,11 @@ mod tests {
         let matcher = ContentMatcher::compile(rules).unwrap();
         let path = PartPath::message().child("body[1]");
         matcher
-            .evaluate([Source { scope: Scope::Body, part: Some(&path), text: body }])
+            .evaluate([Source {
+                scope: Scope::Body,
+                part: Some(&path),
+                text: body,
+            }])
             .into_iter()
             .map(|h| h.rule.name.clone())
             .collect()
@@ -410,7 +461,12 @@ mod tests {
 
     #[test]
     fn not_term_vetoes_the_rule() {
-        let rules = [rule("pharma", MatchMode::Any, &["viagra"], &["unsubscribe from medical news"])];
+        let rules = [rule(
+            "pharma",
+            MatchMode::Any,
+            &["viagra"],
+            &["unsubscribe from medical news"],
+        )];
         assert_eq!(hits(&rules, "cheap viagra"), ["pharma"]);
         assert!(hits(&rules, "viagra study.\nUnsubscribe   from medical\nnews").is_empty());
     }
@@ -421,8 +477,14 @@ mod tests {
         assert_eq!(hits(&rules, "buy v1agra"), ["w"]);
         assert_eq!(hits(&rules, "buy vi@gra"), ["w"]);
         assert_eq!(hits(&rules, "buy cialis"), ["w"]);
-        assert!(hits(&rules, "v is not gra").is_empty(), "* does not span blanks");
-        assert!(hits(&rules, "calis").is_empty(), "? needs exactly one character");
+        assert!(
+            hits(&rules, "v is not gra").is_empty(),
+            "* does not span blanks"
+        );
+        assert!(
+            hits(&rules, "calis").is_empty(),
+            "? needs exactly one character"
+        );
     }
 
     #[test]
@@ -446,14 +508,36 @@ mod tests {
         r.scopes = vec![Scope::Subject];
         let matcher = ContentMatcher::compile(&[r]).unwrap();
         let body = PartPath::message().child("body[1]");
-        assert!(matcher.evaluate([Source { scope: Scope::Body, part: Some(&body), text: "invoice" }]).is_empty());
-        assert_eq!(matcher.evaluate([Source { scope: Scope::Subject, part: None, text: "Invoice 42" }]).len(), 1);
+        assert!(
+            matcher
+                .evaluate([Source {
+                    scope: Scope::Body,
+                    part: Some(&body),
+                    text: "invoice"
+                }])
+                .is_empty()
+        );
+        assert_eq!(
+            matcher
+                .evaluate([Source {
+                    scope: Scope::Subject,
+                    part: None,
+                    text: "Invoice 42"
+                }])
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn compile_refuses_too_many_rules_terms_and_wildcard_only_terms() {
-        let many: Vec<ContentRule> = (0..101).map(|i| rule(&format!("r{i}"), MatchMode::Any, &["x"], &[])).collect();
-        assert!(matches!(ContentMatcher::compile(&many), Err(PolicyError::TooManyRules { .. })));
+        let many: Vec<ContentRule> = (0..101)
+            .map(|i| rule(&format!("r{i}"), MatchMode::Any, &["x"], &[]))
+            .collect();
+        assert!(matches!(
+            ContentMatcher::compile(&many),
+            Err(PolicyError::TooManyRules { .. })
+        ));
         let terms: Vec<String> = (0..51).map(|i| format!("t{i}")).collect();
         let refs: Vec<&str> = terms.iter().map(String::as_str).collect();
         assert!(matches!(
@@ -471,14 +555,25 @@ mod tests {
         let rules: Vec<ContentRule> = (0..100)
             .map(|r| {
                 let terms: Vec<String> = (0..50).map(|t| format!("w{r}x{t}*z")).collect();
-                ContentRule { terms, ..rule(&format!("r{r}"), MatchMode::All, &["x"], &[]) }
+                ContentRule {
+                    terms,
+                    ..rule(&format!("r{r}"), MatchMode::All, &["x"], &[])
+                }
             })
             .collect();
         let matcher = ContentMatcher::compile(&rules).unwrap();
         let text = "w1x1aaaa lorem ipsum w2x2 dolor ".repeat(32 * 1024);
         let started = std::time::Instant::now();
-        let out = matcher.evaluate([Source { scope: Scope::Body, part: None, text: &text }]);
+        let out = matcher.evaluate([Source {
+            scope: Scope::Body,
+            part: None,
+            text: &text,
+        }]);
         assert!(out.is_empty());
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -36,7 +36,11 @@ pub struct DisclaimerConfig {
 impl DisclaimerConfig {
     /// Checks the text for config load; `None` when no disclaimer is configured.
     pub fn compile(&self) -> Result<Option<Disclaimer>, DisclaimerError> {
-        if self.text.trim().is_empty() { Ok(None) } else { Disclaimer::new(&self.text).map(Some) }
+        if self.text.trim().is_empty() {
+            Ok(None)
+        } else {
+            Disclaimer::new(&self.text).map(Some)
+        }
     }
 }
 
@@ -54,7 +58,12 @@ pub struct InternalDomains(Vec<String>);
 impl InternalDomains {
     /// The list.
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(domains: I) -> InternalDomains {
-        InternalDomains(domains.into_iter().map(|d| normalise_domain(d.as_ref())).collect())
+        InternalDomains(
+            domains
+                .into_iter()
+                .map(|d| normalise_domain(d.as_ref()))
+                .collect(),
+        )
     }
 
     /// True when `domain` is on the list.
@@ -139,7 +148,11 @@ pub enum NotAdded {
 }
 
 fn describe_skipped(skipped: &[SkippedPart]) -> String {
-    skipped.iter().map(|s| format!("part {}: {}", s.section, s.reason)).collect::<Vec<_>>().join("; ")
+    skipped
+        .iter()
+        .map(|s| format!("part {}: {}", s.section, s.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What [`Disclaimer::apply`] did.
@@ -164,13 +177,23 @@ impl Disclaimer {
     pub fn new(text: &str) -> Result<Disclaimer, DisclaimerError> {
         let chars = text.chars().count();
         if chars > MAX_DISCLAIMER_CHARS {
-            return Err(DisclaimerError::TooLong { chars, max: MAX_DISCLAIMER_CHARS });
+            return Err(DisclaimerError::TooLong {
+                chars,
+                max: MAX_DISCLAIMER_CHARS,
+            });
         }
-        if let Some(c) = text.chars().find(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t')) {
+        if let Some(c) = text
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t'))
+        {
             return Err(DisclaimerError::ControlCharacter { code: u32::from(c) });
         }
         let text = text.replace("\r\n", "\n").replace('\r', "\n");
-        let lines = text.trim_matches('\n').lines().map(|l| l.trim_end().to_owned()).collect();
+        let lines = text
+            .trim_matches('\n')
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect();
         Ok(Disclaimer { lines })
     }
 
@@ -192,7 +215,11 @@ impl Disclaimer {
         is_internal: &dyn Fn(&str) -> bool,
     ) -> DisclaimerOutcome {
         match self.try_apply(raw, envelope_sender, envelope_recipients, is_internal) {
-            Ok((message, edits, skipped)) => DisclaimerOutcome::Added { message, edits, skipped },
+            Ok((message, edits, skipped)) => DisclaimerOutcome::Added {
+                message,
+                edits,
+                skipped,
+            },
             Err(why) => DisclaimerOutcome::Untouched(why),
         }
     }
@@ -208,11 +235,19 @@ impl Disclaimer {
         if !is_internal(&sender_domain) {
             return Err(NotAdded::Inbound);
         }
-        if !recipients.iter().any(|r| domain_of(r).is_some_and(|d| !is_internal(&d))) {
+        if !recipients
+            .iter()
+            .any(|r| domain_of(r).is_some_and(|d| !is_internal(&d)))
+        {
             return Err(NotAdded::NoExternalRecipient);
         }
-        let message = MessageParser::default().parse(raw).ok_or(NotAdded::Unparseable)?;
-        if message.headers_raw().any(|(name, _)| name.eq_ignore_ascii_case("DKIM-Signature")) {
+        let message = MessageParser::default()
+            .parse(raw)
+            .ok_or(NotAdded::Unparseable)?;
+        if message
+            .headers_raw()
+            .any(|(name, _)| name.eq_ignore_ascii_case("DKIM-Signature"))
+        {
             return Err(NotAdded::DkimSigned);
         }
         for part in &message.parts {
@@ -223,7 +258,11 @@ impl Disclaimer {
         if targets.is_empty() {
             return Err(NotAdded::NoTextBody);
         }
-        let line_end: &[u8] = if raw.windows(2).any(|w| w == b"\r\n") { b"\r\n" } else { b"\n" };
+        let line_end: &[u8] = if raw.windows(2).any(|w| w == b"\r\n") {
+            b"\r\n"
+        } else {
+            b"\n"
+        };
         let mut replacements: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
         let mut edits = Vec::new();
         let mut skipped = Vec::new();
@@ -262,9 +301,16 @@ impl Disclaimer {
         is_root: bool,
         message_line_end: &[u8],
     ) -> Result<(Range<usize>, Vec<u8>, DisclaimerEdit), PartProblem> {
-        let (header_start, body_start, body_end) =
-            (part.offset_header as usize, part.offset_body as usize, part.offset_end as usize);
-        if part.is_encoding_problem || header_start > body_start || body_start > body_end || body_end > raw.len() {
+        let (header_start, body_start, body_end) = (
+            part.offset_header as usize,
+            part.offset_body as usize,
+            part.offset_end as usize,
+        );
+        if part.is_encoding_problem
+            || header_start > body_start
+            || body_start > body_end
+            || body_end > raw.len()
+        {
             return Err(PartProblem::Skip("the part is damaged".to_owned()));
         }
         let header = &raw[header_start..body_start];
@@ -273,13 +319,20 @@ impl Disclaimer {
             Some(s) if s.eq_ignore_ascii_case("html") => TextKind::Html,
             _ => TextKind::Plain,
         };
-        let encoding_label =
-            part.content_transfer_encoding().map(|e| e.trim().to_ascii_lowercase()).unwrap_or_else(|| "7bit".to_owned());
-        let transfer = TransferEncoding::from_label(&encoding_label)
-            .ok_or_else(|| PartProblem::Skip(format!("unknown Content-Transfer-Encoding \"{encoding_label}\"")))?;
+        let encoding_label = part
+            .content_transfer_encoding()
+            .map(|e| e.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "7bit".to_owned());
+        let transfer = TransferEncoding::from_label(&encoding_label).ok_or_else(|| {
+            PartProblem::Skip(format!(
+                "unknown Content-Transfer-Encoding \"{encoding_label}\""
+            ))
+        })?;
         let decoded = transfer.decode(body)?;
         if kind == TextKind::Plain && is_inline_pgp(&decoded) {
-            return Err(PartProblem::Protected(NotAdded::Signed("inline PGP".to_owned())));
+            return Err(PartProblem::Protected(NotAdded::Signed(
+                "inline PGP".to_owned(),
+            )));
         }
         let charset_label = part
             .content_type()
@@ -299,7 +352,11 @@ impl Disclaimer {
                 b"\r\n"
             }
         };
-        let le = if line_end_of(&decoded) == b"\n" { "\n" } else { "\r\n" };
+        let le = if line_end_of(&decoded) == b"\n" {
+            "\n"
+        } else {
+            "\r\n"
+        };
         let wire_line_end = line_end_of(body);
 
         let mut charset_was = None;
@@ -321,24 +378,36 @@ impl Disclaimer {
                             ))
                         })?;
                         charset_was = Some(charset_label.clone());
-                        (format!("{original}{addition}").into_bytes(), addition.into_bytes())
+                        (
+                            format!("{original}{addition}").into_bytes(),
+                            addition.into_bytes(),
+                        )
                     }
                 }
             }
             TextKind::Html => {
                 let escaped: Vec<String> = self.lines.iter().map(|l| html_escape(l)).collect();
-                let snippet = format!("{le}<p class=\"disclaimer\">{}</p>{le}", escaped.join(&format!("<br>{le}")));
+                let snippet = format!(
+                    "{le}<p class=\"disclaimer\">{}</p>{le}",
+                    escaped.join(&format!("<br>{le}"))
+                );
                 let bytes = charset.encode_html(&snippet);
                 let at = html_insertion_point(&decoded);
                 ([&decoded[..at], &bytes[..], &decoded[at..]].concat(), bytes)
             }
         };
-        let charset_now = if charset_was.is_some() { "utf-8".to_owned() } else { charset_label.clone() };
+        let charset_now = if charset_was.is_some() {
+            "utf-8".to_owned()
+        } else {
+            charset_label.clone()
+        };
 
         // 7bit cannot carry 8-bit bytes, and no 7bit or 8bit line may pass 998 octets: switch to quoted-printable.
         // The added lines stand alone (they start after a line break and end with one), so checking them is enough.
         let mut transfer_now = transfer;
-        let added_long_line = added.split(|b| *b == b'\n').any(|l| l.len() > MAX_LINE_OCTETS);
+        let added_long_line = added
+            .split(|b| *b == b'\n')
+            .any(|l| l.len() > MAX_LINE_OCTETS);
         match transfer {
             TransferEncoding::SevenBit if !new_text.is_ascii() || added_long_line => {
                 transfer_now = TransferEncoding::QuotedPrintable
@@ -358,9 +427,20 @@ impl Disclaimer {
             added_field |= set_field(&mut new_header, "Content-Type", &value, message_line_end);
         }
         if transfer_now != transfer {
-            added_field |= set_field(&mut new_header, "Content-Transfer-Encoding", transfer_now.label(), message_line_end);
+            added_field |= set_field(
+                &mut new_header,
+                "Content-Transfer-Encoding",
+                transfer_now.label(),
+                message_line_end,
+            );
         }
-        if is_root && added_field && !part.headers.iter().any(|h| h.name.as_str().eq_ignore_ascii_case("MIME-Version")) {
+        if is_root
+            && added_field
+            && !part
+                .headers
+                .iter()
+                .any(|h| h.name.as_str().eq_ignore_ascii_case("MIME-Version"))
+        {
             set_field(&mut new_header, "MIME-Version", "1.0", message_line_end);
         }
         let mut replacement = new_header;
@@ -393,7 +473,10 @@ fn domain_of(address: &str) -> Option<String> {
 
 fn content_type_of(part: &MessagePart<'_>) -> (String, String) {
     match part.content_type() {
-        Some(ct) => (ct.ctype().to_ascii_lowercase(), ct.subtype().unwrap_or("").to_ascii_lowercase()),
+        Some(ct) => (
+            ct.ctype().to_ascii_lowercase(),
+            ct.subtype().unwrap_or("").to_ascii_lowercase(),
+        ),
         None => ("text".to_owned(), "plain".to_owned()),
     }
 }
@@ -404,10 +487,20 @@ fn refuse_if_protected(part: &MessagePart<'_>) -> Result<(), NotAdded> {
     let name = format!("{ctype}/{subtype}");
     match (ctype.as_str(), subtype.as_str()) {
         ("multipart", "signed") => Err(NotAdded::Signed(name)),
-        ("multipart", "encrypted") | ("application", "pgp-encrypted") => Err(NotAdded::Encrypted(name)),
+        ("multipart", "encrypted") | ("application", "pgp-encrypted") => {
+            Err(NotAdded::Encrypted(name))
+        }
         ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
-            let smime = part.content_type().and_then(|c| c.attribute("smime-type")).unwrap_or("").to_ascii_lowercase();
-            if smime == "signed-data" { Err(NotAdded::Signed(name)) } else { Err(NotAdded::Encrypted(name)) }
+            let smime = part
+                .content_type()
+                .and_then(|c| c.attribute("smime-type"))
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if smime == "signed-data" {
+                Err(NotAdded::Signed(name))
+            } else {
+                Err(NotAdded::Encrypted(name))
+            }
         }
         _ => Ok(()),
     }
@@ -415,13 +508,28 @@ fn refuse_if_protected(part: &MessagePart<'_>) -> Result<(), NotAdded> {
 
 /// The inline text parts that make up the readable body: a leaf text part, every alternative of
 /// multipart/alternative, and the first part of any other multipart.
-fn collect_targets(parts: &[MessagePart<'_>], id: usize, section: String, out: &mut Vec<(usize, String)>) {
+fn collect_targets(
+    parts: &[MessagePart<'_>],
+    id: usize,
+    section: String,
+    out: &mut Vec<(usize, String)>,
+) {
     let Some(part) = parts.get(id) else { return };
-    let child_section = |n: usize| if section.is_empty() { n.to_string() } else { format!("{section}.{n}") };
+    let child_section = |n: usize| {
+        if section.is_empty() {
+            n.to_string()
+        } else {
+            format!("{section}.{n}")
+        }
+    };
     match &part.body {
         PartType::Multipart(children) => {
             let (_, subtype) = content_type_of(part);
-            let take = if subtype == "alternative" { children.len() } else { 1 };
+            let take = if subtype == "alternative" {
+                children.len()
+            } else {
+                1
+            };
             for (n, child) in children.iter().enumerate().take(take) {
                 collect_targets(parts, *child as usize, child_section(n + 1), out);
             }
@@ -429,22 +537,38 @@ fn collect_targets(parts: &[MessagePart<'_>], id: usize, section: String, out: &
         PartType::Message(_) => {}
         _ => {
             let (ctype, subtype) = content_type_of(part);
-            let attachment = part.content_disposition().is_some_and(|d| d.is_attachment());
+            let attachment = part
+                .content_disposition()
+                .is_some_and(|d| d.is_attachment());
             if ctype == "text" && (subtype == "plain" || subtype == "html") && !attachment {
-                out.push((id, if section.is_empty() { "1".to_owned() } else { section }));
+                out.push((
+                    id,
+                    if section.is_empty() {
+                        "1".to_owned()
+                    } else {
+                        section
+                    },
+                ));
             }
         }
     }
 }
 
 fn is_inline_pgp(decoded: &[u8]) -> bool {
-    decoded.windows(27).any(|w| w == b"-----BEGIN PGP SIGNED MESSA" || w == b"-----BEGIN PGP MESSAGE-----")
+    decoded
+        .windows(27)
+        .any(|w| w == b"-----BEGIN PGP SIGNED MESSA" || w == b"-----BEGIN PGP MESSAGE-----")
 }
 
 /// Where the HTML snippet goes: before the last `</body`, else before the last `</html`, else at the end.
 fn html_insertion_point(html: &[u8]) -> usize {
-    let find_last = |tag: &[u8]| html.windows(tag.len()).rposition(|w| w.eq_ignore_ascii_case(tag));
-    find_last(b"</body").or_else(|| find_last(b"</html")).unwrap_or(html.len())
+    let find_last = |tag: &[u8]| {
+        html.windows(tag.len())
+            .rposition(|w| w.eq_ignore_ascii_case(tag))
+    };
+    find_last(b"</body")
+        .or_else(|| find_last(b"</html"))
+        .unwrap_or(html.len())
 }
 
 fn html_escape(text: &str) -> String {
@@ -476,8 +600,12 @@ impl Charset {
             return Ok(Charset::Ascii);
         }
         match Encoding::for_label(label.as_bytes()) {
-            Some(e) if e.output_encoding() == e && e != encoding_rs::REPLACEMENT => Ok(Charset::Other(e)),
-            _ => Err(PartProblem::Skip(format!("charset \"{label}\" is not supported"))),
+            Some(e) if e.output_encoding() == e && e != encoding_rs::REPLACEMENT => {
+                Ok(Charset::Other(e))
+            }
+            _ => Err(PartProblem::Skip(format!(
+                "charset \"{label}\" is not supported"
+            ))),
         }
     }
 
@@ -498,7 +626,11 @@ impl Charset {
             Charset::Ascii => {
                 let mut out = String::with_capacity(text.len());
                 for c in text.chars() {
-                    if c.is_ascii() { out.push(c) } else { out.push_str(&format!("&#{};", u32::from(c))) }
+                    if c.is_ascii() {
+                        out.push(c)
+                    } else {
+                        out.push_str(&format!("&#{};", u32::from(c)))
+                    }
                 }
                 out.into_bytes()
             }
@@ -509,8 +641,13 @@ impl Charset {
     /// Bytes in this charset as text, or `None` when they are not valid in it.
     fn decode_exact(&self, bytes: &[u8]) -> Option<String> {
         match self {
-            Charset::Ascii => std::str::from_utf8(bytes).ok().filter(|t| t.is_ascii()).map(str::to_owned),
-            Charset::Other(e) => e.decode_without_bom_handling_and_without_replacement(bytes).map(|t| t.into_owned()),
+            Charset::Ascii => std::str::from_utf8(bytes)
+                .ok()
+                .filter(|t| t.is_ascii())
+                .map(str::to_owned),
+            Charset::Other(e) => e
+                .decode_without_bom_handling_and_without_replacement(bytes)
+                .map(|t| t.into_owned()),
         }
     }
 }
@@ -549,12 +686,22 @@ impl TransferEncoding {
 
     fn decode(self, body: &[u8]) -> Result<Vec<u8>, PartProblem> {
         match self {
-            TransferEncoding::SevenBit | TransferEncoding::EightBit | TransferEncoding::Binary => Ok(body.to_vec()),
-            TransferEncoding::QuotedPrintable => quoted_printable::decode(body, quoted_printable::ParseMode::Robust)
-                .map_err(|e| PartProblem::Skip(format!("damaged quoted-printable: {e}"))),
+            TransferEncoding::SevenBit | TransferEncoding::EightBit | TransferEncoding::Binary => {
+                Ok(body.to_vec())
+            }
+            TransferEncoding::QuotedPrintable => {
+                quoted_printable::decode(body, quoted_printable::ParseMode::Robust)
+                    .map_err(|e| PartProblem::Skip(format!("damaged quoted-printable: {e}")))
+            }
             TransferEncoding::Base64 => {
-                let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-                BASE64.decode(&compact).map_err(|e| PartProblem::Skip(format!("damaged base64: {e}")))
+                let compact: Vec<u8> = body
+                    .iter()
+                    .copied()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                BASE64
+                    .decode(&compact)
+                    .map_err(|e| PartProblem::Skip(format!("damaged base64: {e}")))
             }
         }
     }
@@ -562,7 +709,9 @@ impl TransferEncoding {
     /// The body in this encoding, with the message's line ending; `trailing` keeps a final line ending.
     fn encode(self, text: &[u8], line_end: &[u8], trailing: bool) -> Vec<u8> {
         match self {
-            TransferEncoding::SevenBit | TransferEncoding::EightBit | TransferEncoding::Binary => text.to_vec(),
+            TransferEncoding::SevenBit | TransferEncoding::EightBit | TransferEncoding::Binary => {
+                text.to_vec()
+            }
             TransferEncoding::QuotedPrintable => {
                 if line_end == b"\r\n" {
                     quoted_printable::encode(text)
@@ -573,7 +722,8 @@ impl TransferEncoding {
             }
             TransferEncoding::Base64 => {
                 let encoded = BASE64.encode(text);
-                let mut out = Vec::with_capacity(encoded.len() + encoded.len() / BASE64_LINE * 2 + 2);
+                let mut out =
+                    Vec::with_capacity(encoded.len() + encoded.len() / BASE64_LINE * 2 + 2);
                 for (n, line) in encoded.as_bytes().chunks(BASE64_LINE).enumerate() {
                     if n > 0 {
                         out.extend_from_slice(line_end);
@@ -616,9 +766,15 @@ fn content_type_with_charset(part: &MessagePart<'_>, charset: &str) -> String {
     let (ctype, subtype) = content_type_of(part);
     let mut value = format!("{ctype}/{subtype}; charset={charset}");
     if let Some(attributes) = part.content_type().and_then(|c| c.attributes()) {
-        for attribute in attributes.iter().filter(|a| !a.name.eq_ignore_ascii_case("charset")) {
+        for attribute in attributes
+            .iter()
+            .filter(|a| !a.name.eq_ignore_ascii_case("charset"))
+        {
             let token = !attribute.value.is_empty()
-                && attribute.value.chars().all(|c| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c));
+                && attribute
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c));
             if token {
                 value.push_str(&format!("; {}={}", attribute.name, attribute.value));
             } else {
@@ -650,19 +806,30 @@ fn set_field(header: &mut Vec<u8>, name: &str, value: &str, line_end: &[u8]) -> 
     let is_blank = |r: &Range<usize>| header[r.clone()].iter().all(|b| *b == b'\r' || *b == b'\n');
     let starts_field = |r: &Range<usize>| {
         let l = &header[r.clone()];
-        let Some(colon) = l.iter().position(|b| *b == b':') else { return false };
-        l[..colon].trim_ascii_end().eq_ignore_ascii_case(name.as_bytes())
+        let Some(colon) = l.iter().position(|b| *b == b':') else {
+            return false;
+        };
+        l[..colon]
+            .trim_ascii_end()
+            .eq_ignore_ascii_case(name.as_bytes())
     };
     if let Some(first) = lines.iter().position(|r| starts_field(r)) {
         let mut last = first;
-        while last + 1 < lines.len() && matches!(header[lines[last + 1].start], b' ' | b'\t') && !is_blank(&lines[last + 1]) {
+        while last + 1 < lines.len()
+            && matches!(header[lines[last + 1].start], b' ' | b'\t')
+            && !is_blank(&lines[last + 1])
+        {
             last += 1;
         }
         let range = lines[first].start..lines[last].end;
         header.splice(range, line);
         false
     } else {
-        let at = lines.iter().rposition(|r| !is_blank(r)).map(|i| lines[i].end).unwrap_or(0);
+        let at = lines
+            .iter()
+            .rposition(|r| !is_blank(r))
+            .map(|i| lines[i].end)
+            .unwrap_or(0);
         header.splice(at..at, line);
         true
     }

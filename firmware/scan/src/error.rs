@@ -28,7 +28,9 @@ pub enum PolicyError {
         rule: String,
     },
     /// A term is only wildcards (or empty): it would match everything and cannot be searched for efficiently.
-    #[error("content rule \"{rule}\": term \"{term}\" needs at least one literal character besides wildcards")]
+    #[error(
+        "content rule \"{rule}\": term \"{term}\" needs at least one literal character besides wildcards"
+    )]
     TermWithoutLiteral {
         /// Rule name.
         rule: String,
@@ -56,7 +58,9 @@ pub enum PolicyError {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotifyError {
     /// An address key is not a plain `local@domain` address.
-    #[error("notifications.{key}: \"{address}\" is not a plain address (local@domain, no blanks or brackets)")]
+    #[error(
+        "notifications.{key}: \"{address}\" is not a plain address (local@domain, no blanks or brackets)"
+    )]
     BadAddress {
         /// The key (`admin`, `from`).
         key: &'static str,
@@ -64,13 +68,17 @@ pub enum NotifyError {
         address: String,
     },
     /// Admin notifications are on but no admin address is set.
-    #[error("notifications.{violation}.admin is on but notifications.admin (the admin address) is not set")]
+    #[error(
+        "notifications.{violation}.admin is on but notifications.admin (the admin address) is not set"
+    )]
     NoAdminAddress {
         /// The violation kind whose `admin` is on.
         violation: &'static str,
     },
     /// A template uses a tag that is not known.
-    #[error("notifications.{template}: unknown tag {tag} (known: ${{MSGINFO}}, ${{VIRUSINFO}}, ${{CONTENTINFO}}, ${{ENCRYPTINFO}}, ${{UNSCANNABLEINFO}}, ${{DISPOSITION}}, ${{SUBJECT}})")]
+    #[error(
+        "notifications.{template}: unknown tag {tag} (known: ${{MSGINFO}}, ${{VIRUSINFO}}, ${{CONTENTINFO}}, ${{ENCRYPTINFO}}, ${{UNSCANNABLEINFO}}, ${{DISPOSITION}}, ${{SUBJECT}})"
+    )]
     UnknownTag {
         /// Which template (`templates.sender.body`, …).
         template: String,
@@ -91,7 +99,9 @@ pub enum DisclaimerError {
         max: usize,
     },
     /// The text contains a control character other than a line break or tab.
-    #[error("disclaimer.text contains a control character (U+{code:04X}); only line breaks and tabs are allowed")]
+    #[error(
+        "disclaimer.text contains a control character (U+{code:04X}); only line breaks and tabs are allowed"
+    )]
     ControlCharacter {
         /// The code point.
         code: u32,

@@ -104,7 +104,11 @@ impl FileType {
             // Universal Mach-O and Java classes share this magic; the next word is an architecture count
             // (small) for Mach-O and the class file version (45 and up) for Java.
             let next = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-            return if next < 45 { FileType::MachO } else { FileType::JavaClass };
+            return if next < 45 {
+                FileType::MachO
+            } else {
+                FileType::JavaClass
+            };
         }
         if starts(b"L\x00\x00\x00\x01\x14\x02\x00") {
             return FileType::WindowsShortcut;
@@ -144,7 +148,12 @@ impl FileType {
     pub fn is_opened_container(self) -> bool {
         matches!(
             self,
-            FileType::Zip | FileType::Gzip | FileType::Bzip2 | FileType::Xz | FileType::Tar | FileType::SevenZip
+            FileType::Zip
+                | FileType::Gzip
+                | FileType::Bzip2
+                | FileType::Xz
+                | FileType::Tar
+                | FileType::SevenZip
         )
     }
 
@@ -157,7 +166,10 @@ impl FileType {
     pub fn is_executable(self) -> bool {
         matches!(
             self,
-            FileType::WindowsExecutable | FileType::Elf | FileType::MachO | FileType::WindowsShortcut
+            FileType::WindowsExecutable
+                | FileType::Elf
+                | FileType::MachO
+                | FileType::WindowsShortcut
         )
     }
 
@@ -199,10 +211,15 @@ impl std::fmt::Display for FileType {
 }
 
 fn looks_like_html(sample: &[u8]) -> bool {
-    let start = sample.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sample.len());
+    let start = sample
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sample.len());
     let head = &sample[start..sample.len().min(start + 64)];
     let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
-    lower.starts_with(b"<!doctype html") || lower.starts_with(b"<html") || lower.starts_with(b"<head")
+    lower.starts_with(b"<!doctype html")
+        || lower.starts_with(b"<html")
+        || lower.starts_with(b"<head")
 }
 
 /// Text if there is no NUL and almost no other control bytes; UTF-8 and 8-bit charsets both count as text.
@@ -223,14 +240,23 @@ mod tests {
 
     #[test]
     fn executable_is_recognised_by_content_whatever_its_name() {
-        assert_eq!(FileType::detect(b"MZ\x90\x00\x03\x00\x00\x00"), FileType::WindowsExecutable);
+        assert_eq!(
+            FileType::detect(b"MZ\x90\x00\x03\x00\x00\x00"),
+            FileType::WindowsExecutable
+        );
         assert_eq!(FileType::detect(b"\x7fELF\x02\x01\x01"), FileType::Elf);
     }
 
     #[test]
     fn universal_mach_o_and_java_class_are_told_apart() {
-        assert_eq!(FileType::detect(b"\xca\xfe\xba\xbe\x00\x00\x00\x02"), FileType::MachO);
-        assert_eq!(FileType::detect(b"\xca\xfe\xba\xbe\x00\x00\x00\x34"), FileType::JavaClass);
+        assert_eq!(
+            FileType::detect(b"\xca\xfe\xba\xbe\x00\x00\x00\x02"),
+            FileType::MachO
+        );
+        assert_eq!(
+            FileType::detect(b"\xca\xfe\xba\xbe\x00\x00\x00\x34"),
+            FileType::JavaClass
+        );
     }
 
     #[test]

@@ -51,14 +51,22 @@ impl std::fmt::Display for LimitHit {
         match self {
             LimitHit::Depth { limit } => write!(f, "nesting depth exceeds limit {limit}"),
             LimitHit::Files { limit } => write!(f, "number of files exceeds limit {limit}"),
-            LimitHit::TotalBytes { limit } => write!(f, "extracted size exceeds limit {limit} bytes"),
+            LimitHit::TotalBytes { limit } => {
+                write!(f, "extracted size exceeds limit {limit} bytes")
+            }
             LimitHit::CompressionRatio { ratio, limit } => {
                 write!(f, "compression ratio {ratio}:1 exceeds limit {limit}:1")
             }
             LimitHit::Time { limit } => {
-                write!(f, "decomposition time exceeds limit {}", humantime::format_duration(*limit))
+                write!(
+                    f,
+                    "decomposition time exceeds limit {}",
+                    humantime::format_duration(*limit)
+                )
             }
-            LimitHit::DecoderMemory { limit } => write!(f, "decoder memory exceeds limit {limit} bytes"),
+            LimitHit::DecoderMemory { limit } => {
+                write!(f, "decoder memory exceeds limit {limit} bytes")
+            }
         }
     }
 }
@@ -99,7 +107,10 @@ pub enum Finding {
 impl Finding {
     /// Whether this finding makes the message unscannable (limits and damaged containers).
     pub fn is_unscannable(&self) -> bool {
-        matches!(self, Finding::LimitExceeded { .. } | Finding::Damaged { .. })
+        matches!(
+            self,
+            Finding::LimitExceeded { .. } | Finding::Damaged { .. }
+        )
     }
 
     /// The part the finding is about.
@@ -119,7 +130,9 @@ impl std::fmt::Display for Finding {
             Finding::LimitExceeded { limit, path } => write!(f, "{limit} in {path}"),
             Finding::Encrypted { path } => write!(f, "encrypted content in {path}"),
             Finding::Damaged { path, reason } => write!(f, "damaged container {path}: {reason}"),
-            Finding::NotOpened { path, format } => write!(f, "{format} {path} is not opened by the scanner"),
+            Finding::NotOpened { path, format } => {
+                write!(f, "{format} {path} is not opened by the scanner")
+            }
         }
     }
 }

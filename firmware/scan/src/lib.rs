@@ -28,23 +28,24 @@ mod wildcard;
 pub use content::{ContentRule, MatchMode, Scope};
 pub use decompose::decompose;
 pub use disclaimer::{
-    Disclaimer, DisclaimerConfig, DisclaimerEdit, DisclaimerOutcome, InternalDomains, MAX_DISCLAIMER_CHARS, NotAdded,
-    SkippedPart, TextKind,
+    Disclaimer, DisclaimerConfig, DisclaimerEdit, DisclaimerOutcome, InternalDomains,
+    MAX_DISCLAIMER_CHARS, NotAdded, SkippedPart, TextKind,
 };
 pub use error::{DisclaimerError, NotifyError, PolicyError};
 pub use filetype::FileType;
 pub use finding::{Finding, LimitHit};
 pub use limits::Limits;
+pub use notify::{
+    Audience, CompiledNotifications, MessageFacts, NOTIFICATION_HEADER, Notification,
+    NotificationPlan, NotificationTemplates, NotificationsConfig, NotifyWhom, OriginalHeaders,
+    Outcome, Suppressed, SuppressedNotification, TEMPLATE_TAGS, Template, Violation,
+    ViolationReport, validate_template,
+};
 pub use part::{Decomposition, Part, PartPath, PartRole};
 pub use policy::{
-    Action, AttachmentSizePolicy, CompiledPolicy, EncryptedAction, EncryptedPolicy, FileNamePolicy, Policy,
-    Reason, RuleRef, ScanMode, ScanScope, SubjectPolicy, UnscannableAction, UnscannablePolicy, Verdict,
-    CLASSIC_BLOCKED_EXTENSIONS,
-};
-pub use notify::{
-    Audience, CompiledNotifications, MessageFacts, Notification, NotificationPlan, NotificationTemplates,
-    NotificationsConfig, NotifyWhom, OriginalHeaders, Outcome, Suppressed, SuppressedNotification, Template,
-    Violation, ViolationReport, NOTIFICATION_HEADER, TEMPLATE_TAGS, validate_template,
+    Action, AttachmentSizePolicy, CLASSIC_BLOCKED_EXTENSIONS, CompiledPolicy, EncryptedAction,
+    EncryptedPolicy, FileNamePolicy, Policy, Reason, RuleRef, ScanMode, ScanScope, SubjectPolicy,
+    UnscannableAction, UnscannablePolicy, Verdict,
 };
 pub use wildcard::Wildcard;
 

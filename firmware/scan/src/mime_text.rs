@@ -34,7 +34,9 @@ pub(crate) fn one_line(text: &str) -> String {
 /// True when `value` must be written as encoded words: non-ASCII, text that a reader would mistake for an
 /// encoded word, or a word too long to fold.
 fn needs_encoding(value: &str) -> bool {
-    !value.is_ascii() || value.contains("=?") || value.split(' ').any(|w| w.len() > LONGEST_PLAIN_WORD)
+    !value.is_ascii()
+        || value.contains("=?")
+        || value.split(' ').any(|w| w.len() > LONGEST_PLAIN_WORD)
 }
 
 /// Splits UTF-8 text into RFC 2047 `B` encoded words, cutting only on character boundaries.
@@ -46,7 +48,10 @@ fn encoded_words(value: &str) -> Vec<String> {
         while !value.is_char_boundary(end) {
             end -= 1;
         }
-        words.push(format!("=?UTF-8?B?{}?=", BASE64.encode(&value.as_bytes()[start..end])));
+        words.push(format!(
+            "=?UTF-8?B?{}?=",
+            BASE64.encode(&value.as_bytes()[start..end])
+        ));
         start = end;
     }
     words
@@ -56,8 +61,11 @@ fn encoded_words(value: &str) -> Vec<String> {
 /// non-ASCII text becomes RFC 2047 encoded words.
 pub(crate) fn header_field(name: &str, value: &str) -> String {
     let value = one_line(value);
-    let words: Vec<String> =
-        if needs_encoding(&value) { encoded_words(&value) } else { value.split(' ').map(str::to_owned).collect() };
+    let words: Vec<String> = if needs_encoding(&value) {
+        encoded_words(&value)
+    } else {
+        value.split(' ').map(str::to_owned).collect()
+    };
     let mut out = format!("{name}:");
     let mut line_len = out.len();
     for word in words.iter().filter(|w| !w.is_empty()) {
@@ -109,7 +117,10 @@ mod tests {
 
     #[test]
     fn one_line_replaces_line_breaks_so_no_field_can_be_injected() {
-        assert_eq!(one_line("Hello\r\nBcc: victim@example.com"), "Hello Bcc: victim@example.com");
+        assert_eq!(
+            one_line("Hello\r\nBcc: victim@example.com"),
+            "Hello Bcc: victim@example.com"
+        );
         assert_eq!(one_line("a\n\n\rb\u{2028}c\u{85}d"), "a b c d");
     }
 
@@ -131,18 +142,29 @@ mod tests {
             }
         }
         let raw = format!("{field}\r\nbody");
-        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).unwrap();
-        assert_eq!(parsed.subject(), Some("Grüße aus Köln — ".repeat(6).trim_end()));
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .unwrap();
+        assert_eq!(
+            parsed.subject(),
+            Some("Grüße aus Köln — ".repeat(6).trim_end())
+        );
     }
 
     #[test]
     fn text_that_looks_like_an_encoded_word_is_encoded() {
-        assert!(header_field("Subject", "=?UTF-8?B?SGk=?=").contains("=?UTF-8?B?PT9VVEYtOD9CP1NHaz0/PQ==?="));
+        assert!(
+            header_field("Subject", "=?UTF-8?B?SGk=?=")
+                .contains("=?UTF-8?B?PT9VVEYtOD9CP1NHaz0/PQ==?=")
+        );
     }
 
     #[test]
     fn display_name_is_quoted_with_escapes() {
-        assert_eq!(display_name(r#"Mail "Security" \ Team"#), r#""Mail \"Security\" \\ Team""#);
+        assert_eq!(
+            display_name(r#"Mail "Security" \ Team"#),
+            r#""Mail \"Security\" \\ Team""#
+        );
     }
 
     #[test]

@@ -24,8 +24,15 @@ pub const NOTIFICATION_HEADER: &str = "X-Portcullis-Notification";
 
 /// The template tags that are replaced; any other `${…}` is left as text and reported by
 /// [`validate_template`].
-pub const TEMPLATE_TAGS: &[&str] =
-    &["MSGINFO", "VIRUSINFO", "CONTENTINFO", "ENCRYPTINFO", "UNSCANNABLEINFO", "DISPOSITION", "SUBJECT"];
+pub const TEMPLATE_TAGS: &[&str] = &[
+    "MSGINFO",
+    "VIRUSINFO",
+    "CONTENTINFO",
+    "ENCRYPTINFO",
+    "UNSCANNABLEINFO",
+    "DISPOSITION",
+    "SUBJECT",
+];
 
 /// Subjects quoted from a message are cut here so a notification subject stays readable.
 const MAX_QUOTED_SUBJECT_CHARS: usize = 200;
@@ -106,7 +113,11 @@ pub struct NotifyWhom {
 
 impl Default for NotifyWhom {
     fn default() -> Self {
-        NotifyWhom { sender: false, recipients: true, admin: false }
+        NotifyWhom {
+            sender: false,
+            recipients: true,
+            admin: false,
+        }
     }
 }
 
@@ -159,10 +170,17 @@ impl NotificationTemplates {
     pub fn resolved(&self, audience: Audience) -> (&str, &str) {
         let (template, subject, body) = match audience {
             Audience::Sender => (&self.sender, DEFAULT_SENDER_SUBJECT, DEFAULT_SENDER_BODY),
-            Audience::Recipient => (&self.recipients, DEFAULT_RECIPIENTS_SUBJECT, DEFAULT_RECIPIENTS_BODY),
+            Audience::Recipient => (
+                &self.recipients,
+                DEFAULT_RECIPIENTS_SUBJECT,
+                DEFAULT_RECIPIENTS_BODY,
+            ),
             Audience::Admin => (&self.admin, DEFAULT_ADMIN_SUBJECT, DEFAULT_ADMIN_BODY),
         };
-        (template.subject.as_deref().unwrap_or(subject), template.body.as_deref().unwrap_or(body))
+        (
+            template.subject.as_deref().unwrap_or(subject),
+            template.body.as_deref().unwrap_or(body),
+        )
     }
 }
 
@@ -221,20 +239,33 @@ impl NotificationsConfig {
             if let Some(address) = address
                 && !is_plain_address(address)
             {
-                return Err(NotifyError::BadAddress { key, address: address.clone() });
+                return Err(NotifyError::BadAddress {
+                    key,
+                    address: address.clone(),
+                });
             }
         }
-        let violations = [Violation::Virus, Violation::Content, Violation::Encrypted, Violation::Unscannable];
+        let violations = [
+            Violation::Virus,
+            Violation::Content,
+            Violation::Encrypted,
+            Violation::Unscannable,
+        ];
         if self.admin.is_none()
             && let Some(v) = violations.into_iter().find(|v| self.whom(*v).admin)
         {
-            return Err(NotifyError::NoAdminAddress { violation: v.as_str() });
+            return Err(NotifyError::NoAdminAddress {
+                violation: v.as_str(),
+            });
         }
         for audience in [Audience::Sender, Audience::Recipient, Audience::Admin] {
             let (subject, body) = self.templates.resolved(audience);
             for (part, text) in [("subject", subject), ("body", body)] {
                 if let Some(tag) = validate_template(text).into_iter().next() {
-                    return Err(NotifyError::UnknownTag { template: format!("{}.{part}", audience_key(audience)), tag });
+                    return Err(NotifyError::UnknownTag {
+                        template: format!("{}.{part}", audience_key(audience)),
+                        tag,
+                    });
                 }
             }
         }
@@ -274,7 +305,9 @@ fn parse_template(text: &str) -> Vec<Piece<'_>> {
     let mut pieces = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start + 2..].find('}') else { break };
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
         let name = &rest[start + 2..start + 2 + len];
         if start > 0 {
             pieces.push(Piece::Text(&rest[..start]));
@@ -293,10 +326,14 @@ fn parse_template(text: &str) -> Vec<Piece<'_>> {
 
 /// A plain address (`local@domain`): no blanks, controls or angle brackets, so it can stand in a header.
 fn is_plain_address(address: &str) -> bool {
-    let Some((local, domain)) = address.rsplit_once('@') else { return false };
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && !domain.is_empty()
-        && !address.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"' | ',' | ';'))
+        && !address.chars().any(|c| {
+            c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"' | ',' | ';')
+        })
 }
 
 /// The header fields of the original message that notifications quote or that decide whether to notify.
@@ -360,7 +397,11 @@ pub struct ViolationReport {
 impl ViolationReport {
     /// A virus found by the antivirus in a part.
     pub fn virus(name: &str, part: Option<&str>) -> ViolationReport {
-        ViolationReport { violation: Violation::Virus, detail: name.to_owned(), part: part.map(str::to_owned) }
+        ViolationReport {
+            violation: Violation::Virus,
+            detail: name.to_owned(),
+            part: part.map(str::to_owned),
+        }
     }
 
     /// A policy reason, classified: encrypted containers, unscannable findings, and everything else as content.
@@ -407,9 +448,13 @@ impl Outcome {
         match verdict.action {
             Action::Deliver | Action::Log | Action::Forward { .. } => Outcome::Delivered,
             Action::Tag { .. } => Outcome::DeliveredTagged,
-            Action::StripPart => {
-                Outcome::PartsStripped { parts: verdict.parts_to_strip().iter().map(|p| p.as_str().to_owned()).collect() }
-            }
+            Action::StripPart => Outcome::PartsStripped {
+                parts: verdict
+                    .parts_to_strip()
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+            },
             Action::Hold => Outcome::Held,
             Action::Quarantine => Outcome::Quarantined,
             Action::Drop => Outcome::Dropped,
@@ -424,9 +469,15 @@ impl std::fmt::Display for Outcome {
             Outcome::Delivered => f.write_str("the message was delivered"),
             Outcome::DeliveredTagged => f.write_str("the message was delivered marked as suspect"),
             Outcome::PartsStripped { parts } => {
-                write!(f, "the message was delivered without these parts: {}", parts.join(", "))
+                write!(
+                    f,
+                    "the message was delivered without these parts: {}",
+                    parts.join(", ")
+                )
             }
-            Outcome::Held => f.write_str("the message is held for review by the mail administrator"),
+            Outcome::Held => {
+                f.write_str("the message is held for review by the mail administrator")
+            }
             Outcome::Quarantined => f.write_str("the message was quarantined"),
             Outcome::Dropped => f.write_str("the message was deleted and not delivered"),
             Outcome::Rejected => f.write_str("the message was refused"),
@@ -526,14 +577,27 @@ pub struct CompiledNotifications {
 impl CompiledNotifications {
     /// Checks `config` ([`NotificationsConfig::validate`]). `hostname` is the gateway's name: it is the domain of
     /// the default From address and of the notifications' Message-IDs.
-    pub fn compile(config: NotificationsConfig, hostname: &str) -> Result<CompiledNotifications, NotifyError> {
+    pub fn compile(
+        config: NotificationsConfig,
+        hostname: &str,
+    ) -> Result<CompiledNotifications, NotifyError> {
         config.validate()?;
         let hostname = one_line(hostname);
-        let from = config.from.clone().unwrap_or_else(|| format!("postmaster@{hostname}"));
+        let from = config
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("postmaster@{hostname}"));
         if !is_plain_address(&from) {
-            return Err(NotifyError::BadAddress { key: "from", address: from });
+            return Err(NotifyError::BadAddress {
+                key: "from",
+                address: from,
+            });
         }
-        Ok(CompiledNotifications { config, from, hostname })
+        Ok(CompiledNotifications {
+            config,
+            from,
+            hostname,
+        })
     }
 
     /// The settings.
@@ -580,14 +644,24 @@ impl CompiledNotifications {
             };
             let violations: Vec<Violation> = violations.into_iter().collect();
             for address in addresses {
-                let address = address.trim().trim_start_matches('<').trim_end_matches('>').to_owned();
+                let address = address
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned();
                 if !is_plain_address(&address) {
-                    plan.suppressed.push(suppress(Suppressed::UnusableAddress(address)));
+                    plan.suppressed
+                        .push(suppress(Suppressed::UnusableAddress(address)));
                     continue;
                 }
                 let index = plan.notifications.len();
                 let message = self.render(facts, audience, &address, &violations, now, index);
-                plan.notifications.push(Notification { audience, recipients: vec![address], violations: violations.clone(), message });
+                plan.notifications.push(Notification {
+                    audience,
+                    recipients: vec![address],
+                    violations: violations.clone(),
+                    message,
+                });
             }
         }
         plan
@@ -602,28 +676,53 @@ impl CompiledNotifications {
         now: DateTime<Utc>,
         index: usize,
     ) -> Vec<u8> {
-        let values = TagValues { facts, audience, to, violations };
+        let values = TagValues {
+            facts,
+            audience,
+            to,
+            violations,
+        };
         let (subject, body) = self.config.templates.resolved(audience);
         let subject = render_template(subject, &values, Context::Header);
         let body = to_crlf(&render_template(body, &values, Context::Body));
-        let body = if body.ends_with("\r\n") { body } else { body + "\r\n" };
-        let queue_id: String = facts.queue_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let body = if body.ends_with("\r\n") {
+            body
+        } else {
+            body + "\r\n"
+        };
+        let queue_id: String = facts
+            .queue_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
         let kinds: Vec<&str> = violations.iter().map(|v| v.as_str()).collect();
 
         let mut head = String::new();
-        head.push_str(&format!("From: {} <{}>\r\n", display_name(&self.config.from_name), self.from));
+        head.push_str(&format!(
+            "From: {} <{}>\r\n",
+            display_name(&self.config.from_name),
+            self.from
+        ));
         head.push_str(&format!("To: <{to}>\r\n"));
         head.push_str(&header_field("Subject", &subject));
         head.push_str(&format!("Date: {}\r\n", now.to_rfc2822()));
         head.push_str(&format!(
             "Message-ID: <{}.{}.{}.notify@{}>\r\n",
-            if queue_id.is_empty() { "message" } else { &queue_id },
+            if queue_id.is_empty() {
+                "message"
+            } else {
+                &queue_id
+            },
             audience.as_str(),
             index,
             self.hostname
         ));
         head.push_str("Auto-Submitted: auto-replied\r\n");
-        head.push_str(&format!("{NOTIFICATION_HEADER}: {} {}\r\n", audience.as_str(), kinds.join(",")));
+        head.push_str(&format!(
+            "{NOTIFICATION_HEADER}: {} {}\r\n",
+            audience.as_str(),
+            kinds.join(",")
+        ));
         head.push_str("MIME-Version: 1.0\r\n");
         head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
         // Plain ASCII with short lines is sent as is; anything else is quoted-printable so the message survives a
@@ -652,9 +751,19 @@ fn sender_suppressed(facts: &MessageFacts) -> Option<Suppressed> {
         return Some(Suppressed::NullSender);
     }
     if let Some(value) = &headers.auto_submitted {
-        let token = value.split(';').next().unwrap_or("").split('(').next().unwrap_or("").trim();
+        let token = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .split('(')
+            .next()
+            .unwrap_or("")
+            .trim();
         if !token.eq_ignore_ascii_case("no") {
-            return Some(Suppressed::AutoSubmitted(format!("Auto-Submitted: {}", one_line(value))));
+            return Some(Suppressed::AutoSubmitted(format!(
+                "Auto-Submitted: {}",
+                one_line(value)
+            )));
         }
     }
     if headers.list_id.is_some() {
@@ -665,8 +774,14 @@ fn sender_suppressed(facts: &MessageFacts) -> Option<Suppressed> {
     }
     if let Some(p) = &headers.precedence {
         let p = p.trim();
-        if ["bulk", "list", "junk"].iter().any(|k| p.eq_ignore_ascii_case(k)) {
-            return Some(Suppressed::MailingList(format!("Precedence: {}", one_line(p))));
+        if ["bulk", "list", "junk"]
+            .iter()
+            .any(|k| p.eq_ignore_ascii_case(k))
+        {
+            return Some(Suppressed::MailingList(format!(
+                "Precedence: {}",
+                one_line(p)
+            )));
         }
     }
     if facts.outcome == Outcome::Rejected {
@@ -698,24 +813,45 @@ impl TagValues<'_> {
                 // A recipient sees only itself: the others may have been Bcc.
                 let recipients = match self.audience {
                     Audience::Recipient => self.to.to_owned(),
-                    _ => facts.envelope_recipients.iter().map(|r| one_line(r)).collect::<Vec<_>>().join(", "),
+                    _ => facts
+                        .envelope_recipients
+                        .iter()
+                        .map(|r| one_line(r))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 };
-                let sender = if facts.sender_is_null() { "<>".to_owned() } else { one_line(&facts.envelope_sender) };
+                let sender = if facts.sender_is_null() {
+                    "<>".to_owned()
+                } else {
+                    one_line(&facts.envelope_sender)
+                };
                 let h = &facts.headers;
-                let field = |v: &Option<String>| v.as_deref().map(one_line).unwrap_or_else(|| "(none)".to_owned());
+                let field = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(one_line)
+                        .unwrap_or_else(|| "(none)".to_owned())
+                };
                 format!(
                     "Sender:     {sender}\nRecipients: {recipients}\nSubject:    {}\nDate:       {}\nMessage-ID: {}\nSize:       {} bytes\nQueue ID:   {}\n",
                     quoted_subject(facts),
                     field(&h.date),
-                    h.message_id.as_deref().map(|m| format!("<{}>", one_line(m))).unwrap_or_else(|| "(none)".to_owned()),
+                    h.message_id
+                        .as_deref()
+                        .map(|m| format!("<{}>", one_line(m)))
+                        .unwrap_or_else(|| "(none)".to_owned()),
                     facts.size,
                     one_line(&facts.queue_id),
                 )
             }
             "VIRUSINFO" => self.section(Violation::Virus, "Viruses found:"),
             "CONTENTINFO" => self.section(Violation::Content, "Policy rules that hit:"),
-            "ENCRYPTINFO" => self.section(Violation::Encrypted, "Encrypted containers (cannot be checked):"),
-            "UNSCANNABLEINFO" => self.section(Violation::Unscannable, "Content that could not be checked:"),
+            "ENCRYPTINFO" => self.section(
+                Violation::Encrypted,
+                "Encrypted containers (cannot be checked):",
+            ),
+            "UNSCANNABLEINFO" => {
+                self.section(Violation::Unscannable, "Content that could not be checked:")
+            }
             "DISPOSITION" => one_line(&facts.outcome.to_string()),
             _ => String::new(),
         }
@@ -727,11 +863,18 @@ impl TagValues<'_> {
             return String::new();
         }
         let mut out = format!("{title}\n");
-        for report in self.facts.violations.iter().filter(|r| r.violation == violation) {
+        for report in self
+            .facts
+            .violations
+            .iter()
+            .filter(|r| r.violation == violation)
+        {
             match &report.part {
-                Some(part) if !report.detail.contains(part.as_str()) => {
-                    out.push_str(&format!("  - {} in {}\n", one_line(&report.detail), one_line(part)))
-                }
+                Some(part) if !report.detail.contains(part.as_str()) => out.push_str(&format!(
+                    "  - {} in {}\n",
+                    one_line(&report.detail),
+                    one_line(part)
+                )),
                 _ => out.push_str(&format!("  - {}\n", one_line(&report.detail))),
             }
         }

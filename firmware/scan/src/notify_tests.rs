@@ -7,7 +7,11 @@ fn now() -> DateTime<Utc> {
 }
 
 fn everyone() -> NotifyWhom {
-    NotifyWhom { sender: true, recipients: true, admin: true }
+    NotifyWhom {
+        sender: true,
+        recipients: true,
+        admin: true,
+    }
 }
 
 fn config_all() -> NotificationsConfig {
@@ -37,13 +41,18 @@ fn facts() -> MessageFacts {
             ..OriginalHeaders::default()
         },
         size: 12345,
-        violations: vec![ViolationReport::virus("Eicar-Test-Signature", Some("message/attachment[1] \"eicar.com\""))],
+        violations: vec![ViolationReport::virus(
+            "Eicar-Test-Signature",
+            Some("message/attachment[1] \"eicar.com\""),
+        )],
         outcome: Outcome::Quarantined,
     }
 }
 
 fn parse(n: &Notification) -> mail_parser::Message<'_> {
-    mail_parser::MessageParser::default().parse(&n.message).unwrap()
+    mail_parser::MessageParser::default()
+        .parse(&n.message)
+        .unwrap()
 }
 
 fn body_of(n: &Notification) -> String {
@@ -56,7 +65,10 @@ fn header_block(n: &Notification) -> &str {
 }
 
 fn for_audience(plan: &NotificationPlan, audience: Audience) -> Vec<&Notification> {
-    plan.notifications.iter().filter(|n| n.audience == audience).collect()
+    plan.notifications
+        .iter()
+        .filter(|n| n.audience == audience)
+        .collect()
 }
 
 #[test]
@@ -65,7 +77,11 @@ fn default_config_tells_each_recipient_only_and_validates() {
     config.validate().unwrap();
     let plan = compiled(config).notifications(&facts(), now());
     assert_eq!(plan.notifications.len(), 2);
-    assert!(plan.notifications.iter().all(|n| n.audience == Audience::Recipient));
+    assert!(
+        plan.notifications
+            .iter()
+            .all(|n| n.audience == Audience::Recipient)
+    );
     assert_eq!(plan.notifications[0].recipients, vec!["bob@example.org"]);
     assert_eq!(plan.notifications[1].recipients, vec!["carol@example.org"]);
     assert!(plan.suppressed.is_empty());
@@ -83,10 +99,20 @@ fn config_keys_deserialize_with_defaults_and_unknown_keys_are_refused() {
         "#,
     )
     .unwrap();
-    assert_eq!(config.virus, NotifyWhom { sender: false, recipients: true, admin: true });
+    assert_eq!(
+        config.virus,
+        NotifyWhom {
+            sender: false,
+            recipients: true,
+            admin: true
+        }
+    );
     assert_eq!(config.content, NotifyWhom::default());
     assert_eq!(config.from_name, "Mail Security");
-    assert_eq!(config.templates.resolved(Audience::Admin), ("Virus: ${SUBJECT}", DEFAULT_ADMIN_BODY));
+    assert_eq!(
+        config.templates.resolved(Audience::Admin),
+        ("Virus: ${SUBJECT}", DEFAULT_ADMIN_BODY)
+    );
     config.validate().unwrap();
     assert!(toml::from_str::<NotificationsConfig>("[virus]\nsenders = true").is_err());
     assert!(toml::from_str::<NotificationsConfig>("admins = \"x@y\"").is_err());
@@ -98,18 +124,30 @@ fn notification_is_a_complete_mime_message_with_crlf_and_loop_markers() {
     let n = for_audience(&plan, Audience::Admin)[0];
     assert_eq!(n.recipients, vec!["admin@example.org"]);
     let text = std::str::from_utf8(&n.message).unwrap();
-    assert!(!text.replace("\r\n", "").contains('\n'), "bare LF in {text}");
+    assert!(
+        !text.replace("\r\n", "").contains('\n'),
+        "bare LF in {text}"
+    );
     let head = header_block(n);
-    assert!(head.contains("From: \"Mail Security\" <postmaster@gw.example.org>\r\n"), "{head}");
+    assert!(
+        head.contains("From: \"Mail Security\" <postmaster@gw.example.org>\r\n"),
+        "{head}"
+    );
     assert!(head.contains("To: <admin@example.org>\r\n"));
     assert!(head.contains("Auto-Submitted: auto-replied\r\n"));
     assert!(head.contains("X-Portcullis-Notification: admin virus\r\n"));
     assert!(head.contains("MIME-Version: 1.0\r\n"));
     assert!(head.contains("Content-Type: text/plain; charset=utf-8\r\n"));
     assert!(head.contains("Date: Mon, 4 May 2026 10:30:00 +0000\r\n"));
-    assert!(head.contains("Message-ID: <q-0001.admin.3.notify@gw.example.org>\r\n"), "{head}");
+    assert!(
+        head.contains("Message-ID: <q-0001.admin.3.notify@gw.example.org>\r\n"),
+        "{head}"
+    );
     let parsed = parse(n);
-    assert_eq!(parsed.subject(), Some("Mail security report: Quarterly figures"));
+    assert_eq!(
+        parsed.subject(),
+        Some("Mail security report: Quarterly figures")
+    );
     let body = body_of(n);
     assert!(body.contains("Sender:     alice@sender.example"));
     assert!(body.contains("Recipients: bob@example.org, carol@example.org"));
@@ -117,7 +155,12 @@ fn notification_is_a_complete_mime_message_with_crlf_and_loop_markers() {
     assert!(body.contains("Size:       12345 bytes"));
     assert!(body.contains("Queue ID:   q-0001"));
     assert!(body.contains("Date:       Mon, 4 May 2026 10:29:00 +0000"));
-    assert!(body.contains("Viruses found:\n  - Eicar-Test-Signature in message/attachment[1] \"eicar.com\""), "{body}");
+    assert!(
+        body.contains(
+            "Viruses found:\n  - Eicar-Test-Signature in message/attachment[1] \"eicar.com\""
+        ),
+        "{body}"
+    );
     assert!(body.contains("What was done: the message was quarantined"));
     assert!(!body.contains("${"));
 }
@@ -129,31 +172,60 @@ fn our_own_notification_parses_back_as_one_so_it_is_never_notified_about() {
     let headers = OriginalHeaders::from_message(&n.message);
     assert!(headers.portcullis_notification.is_some());
     assert_eq!(headers.auto_submitted.as_deref(), Some("auto-replied"));
-    let again = MessageFacts { headers, envelope_sender: String::new(), ..facts() };
+    let again = MessageFacts {
+        headers,
+        envelope_sender: String::new(),
+        ..facts()
+    };
     let plan = compiled(config_all()).notifications(&again, now());
     assert!(plan.notifications.is_empty());
     assert_eq!(plan.suppressed.len(), 3);
-    assert!(plan.suppressed.iter().all(|s| s.reason == Suppressed::OwnNotification));
+    assert!(
+        plan.suppressed
+            .iter()
+            .all(|s| s.reason == Suppressed::OwnNotification)
+    );
 }
 
 #[test]
 fn null_sender_is_never_notified() {
     for sender in ["", "<>", "  "] {
-        let plan = compiled(config_all()).notifications(&MessageFacts { envelope_sender: sender.to_owned(), ..facts() }, now());
+        let plan = compiled(config_all()).notifications(
+            &MessageFacts {
+                envelope_sender: sender.to_owned(),
+                ..facts()
+            },
+            now(),
+        );
         assert!(for_audience(&plan, Audience::Sender).is_empty());
-        assert!(plan.suppressed.contains(&SuppressedNotification { audience: Audience::Sender, reason: Suppressed::NullSender }));
-        assert_eq!(for_audience(&plan, Audience::Admin).len(), 1, "the admin is still told");
+        assert!(plan.suppressed.contains(&SuppressedNotification {
+            audience: Audience::Sender,
+            reason: Suppressed::NullSender
+        }));
+        assert_eq!(
+            for_audience(&plan, Audience::Admin).len(),
+            1,
+            "the admin is still told"
+        );
     }
 }
 
 #[test]
 fn auto_submitted_mail_gets_no_sender_notification_unless_the_value_is_no() {
-    for value in ["auto-generated", "auto-replied", "Auto-Notified; owner-email=x@y", "auto-generated (bounce)"] {
+    for value in [
+        "auto-generated",
+        "auto-replied",
+        "Auto-Notified; owner-email=x@y",
+        "auto-generated (bounce)",
+    ] {
         let mut f = facts();
         f.headers.auto_submitted = Some(value.to_owned());
         let plan = compiled(config_all()).notifications(&f, now());
         assert!(for_audience(&plan, Audience::Sender).is_empty(), "{value}");
-        assert!(matches!(plan.suppressed[0].reason, Suppressed::AutoSubmitted(_)));
+        assert!(matches!(
+            plan.suppressed[0].reason,
+            Suppressed::AutoSubmitted(_)
+        ));
     }
     for value in ["no", " No ", "no (human)"] {
         let mut f = facts();
@@ -176,13 +248,31 @@ fn mailing_list_mail_gets_no_sender_notification() {
         let mut f = facts();
         set(&mut f.headers);
         let plan = compiled(config_all()).notifications(&f, now());
-        assert!(for_audience(&plan, Audience::Sender).is_empty(), "{:?}", f.headers);
-        assert!(matches!(plan.suppressed[0].reason, Suppressed::MailingList(_)));
-        assert_eq!(for_audience(&plan, Audience::Recipient).len(), 2, "our own recipients are still told");
+        assert!(
+            for_audience(&plan, Audience::Sender).is_empty(),
+            "{:?}",
+            f.headers
+        );
+        assert!(matches!(
+            plan.suppressed[0].reason,
+            Suppressed::MailingList(_)
+        ));
+        assert_eq!(
+            for_audience(&plan, Audience::Recipient).len(),
+            2,
+            "our own recipients are still told"
+        );
     }
     let mut f = facts();
     f.headers.precedence = Some("first-class".to_owned());
-    assert_eq!(for_audience(&compiled(config_all()).notifications(&f, now()), Audience::Sender).len(), 1);
+    assert_eq!(
+        for_audience(
+            &compiled(config_all()).notifications(&f, now()),
+            Audience::Sender
+        )
+        .len(),
+        1
+    );
 }
 
 #[test]
@@ -200,7 +290,13 @@ fn loop_headers_are_read_from_the_raw_message() {
 
 #[test]
 fn rejected_message_gets_no_sender_notification_because_smtp_told_the_sender() {
-    let plan = compiled(config_all()).notifications(&MessageFacts { outcome: Outcome::Rejected, ..facts() }, now());
+    let plan = compiled(config_all()).notifications(
+        &MessageFacts {
+            outcome: Outcome::Rejected,
+            ..facts()
+        },
+        now(),
+    );
     assert!(for_audience(&plan, Audience::Sender).is_empty());
     assert_eq!(plan.suppressed[0].reason, Suppressed::RejectedInSession);
 }
@@ -221,14 +317,21 @@ fn subject_from_the_message_cannot_inject_header_fields() {
         let head = header_block(n);
         for line in head.split("\r\n") {
             assert!(
-                line.is_empty() || line.starts_with(' ') || !line.starts_with("Bcc") && !line.starts_with("X-Evil"),
+                line.is_empty()
+                    || line.starts_with(' ')
+                    || !line.starts_with("Bcc") && !line.starts_with("X-Evil"),
                 "injected: {line:?}"
             );
         }
         let parsed = parse(n);
         assert!(parsed.header("Bcc").is_none());
         assert!(parsed.header("X-Evil").is_none());
-        assert!(parsed.subject().unwrap().contains("Hi Bcc: victim@example.net fake body"));
+        assert!(
+            parsed
+                .subject()
+                .unwrap()
+                .contains("Hi Bcc: victim@example.net fake body")
+        );
     }
 }
 
@@ -238,12 +341,18 @@ fn non_ascii_subject_becomes_encoded_words_and_body_quoted_printable_utf8() {
     f.headers.subject = Some("Rechnung für März — 請求書".to_owned());
     let plan = compiled(config_all()).notifications(&f, now());
     let n = for_audience(&plan, Audience::Sender)[0];
-    assert!(n.message.is_ascii(), "headers and body are 7-bit on the wire");
+    assert!(
+        n.message.is_ascii(),
+        "headers and body are 7-bit on the wire"
+    );
     let head = header_block(n);
     assert!(head.contains("=?UTF-8?B?"));
     assert!(head.contains("Content-Transfer-Encoding: quoted-printable\r\n"));
     let parsed = parse(n);
-    assert_eq!(parsed.subject(), Some("Mail security notice about your message: Rechnung für März — 請求書"));
+    assert_eq!(
+        parsed.subject(),
+        Some("Mail security notice about your message: Rechnung für März — 請求書")
+    );
     assert!(body_of(n).contains("Subject:    Rechnung für März — 請求書"));
 }
 
@@ -258,20 +367,47 @@ fn each_recipient_sees_only_itself_in_msginfo() {
 
 #[test]
 fn who_is_told_follows_each_violation_and_sections_only_show_what_that_audience_may_see() {
-    let mut config = NotificationsConfig { admin: Some("admin@example.org".to_owned()), ..NotificationsConfig::default() };
-    config.virus = NotifyWhom { sender: false, recipients: false, admin: true };
-    config.encrypted = NotifyWhom { sender: true, recipients: false, admin: false };
-    config.content = NotifyWhom { sender: false, recipients: false, admin: false };
+    let mut config = NotificationsConfig {
+        admin: Some("admin@example.org".to_owned()),
+        ..NotificationsConfig::default()
+    };
+    config.virus = NotifyWhom {
+        sender: false,
+        recipients: false,
+        admin: true,
+    };
+    config.encrypted = NotifyWhom {
+        sender: true,
+        recipients: false,
+        admin: false,
+    };
+    config.content = NotifyWhom {
+        sender: false,
+        recipients: false,
+        admin: false,
+    };
     let mut f = facts();
-    f.violations.push(ViolationReport { violation: Violation::Encrypted, detail: "encrypted container".to_owned(), part: Some("message/attachment[2] \"s.zip\"/x".to_owned()) });
-    f.violations.push(ViolationReport { violation: Violation::Content, detail: "content rule \"secret\" matched body".to_owned(), part: None });
+    f.violations.push(ViolationReport {
+        violation: Violation::Encrypted,
+        detail: "encrypted container".to_owned(),
+        part: Some("message/attachment[2] \"s.zip\"/x".to_owned()),
+    });
+    f.violations.push(ViolationReport {
+        violation: Violation::Content,
+        detail: "content rule \"secret\" matched body".to_owned(),
+        part: None,
+    });
     let plan = compiled(config).notifications(&f, now());
     assert!(for_audience(&plan, Audience::Recipient).is_empty());
     let admin = for_audience(&plan, Audience::Admin);
     assert_eq!(admin.len(), 1);
     assert_eq!(admin[0].violations, vec![Violation::Virus]);
     let admin_body = body_of(admin[0]);
-    assert!(admin_body.contains("Eicar") && !admin_body.contains("Encrypted") && !admin_body.contains("secret"));
+    assert!(
+        admin_body.contains("Eicar")
+            && !admin_body.contains("Encrypted")
+            && !admin_body.contains("secret")
+    );
     let sender = for_audience(&plan, Audience::Sender);
     assert_eq!(sender[0].violations, vec![Violation::Encrypted]);
     let sender_body = body_of(sender[0]);
@@ -281,60 +417,132 @@ fn who_is_told_follows_each_violation_and_sections_only_show_what_that_audience_
 
 #[test]
 fn no_violation_means_no_notification() {
-    let plan = compiled(config_all()).notifications(&MessageFacts { violations: vec![], ..facts() }, now());
+    let plan = compiled(config_all()).notifications(
+        &MessageFacts {
+            violations: vec![],
+            ..facts()
+        },
+        now(),
+    );
     assert_eq!(plan, NotificationPlan::default());
 }
 
 #[test]
 fn unknown_template_tags_are_reported_by_validation_and_rejected_at_config_load() {
-    assert_eq!(validate_template("a ${MSGINFO} ${VIRUSNAME} ${VIRUSNAME} $ {x} ${"), vec!["${VIRUSNAME}"]);
+    assert_eq!(
+        validate_template("a ${MSGINFO} ${VIRUSNAME} ${VIRUSNAME} $ {x} ${"),
+        vec!["${VIRUSNAME}"]
+    );
     assert!(validate_template(DEFAULT_SENDER_BODY).is_empty());
     let mut config = NotificationsConfig::default();
     config.templates.recipients.body = Some("Hello ${NAME}".to_owned());
     let err = CompiledNotifications::compile(config, "gw").unwrap_err();
-    assert_eq!(err, NotifyError::UnknownTag { template: "templates.recipients.body".to_owned(), tag: "${NAME}".to_owned() });
+    assert_eq!(
+        err,
+        NotifyError::UnknownTag {
+            template: "templates.recipients.body".to_owned(),
+            tag: "${NAME}".to_owned()
+        }
+    );
     assert!(err.to_string().contains("unknown tag ${NAME}"));
 }
 
 #[test]
 fn unknown_template_tags_are_left_as_text_when_rendering() {
     let f = facts();
-    let values = TagValues { facts: &f, audience: Audience::Admin, to: "admin@example.org", violations: &[Violation::Virus] };
-    assert_eq!(render_template("${NAME} / ${DISPOSITION} / ${", &values, Context::Body), "${NAME} / the message was quarantined / ${");
+    let values = TagValues {
+        facts: &f,
+        audience: Audience::Admin,
+        to: "admin@example.org",
+        violations: &[Violation::Virus],
+    };
+    assert_eq!(
+        render_template("${NAME} / ${DISPOSITION} / ${", &values, Context::Body),
+        "${NAME} / the message was quarantined / ${"
+    );
 }
 
 #[test]
 fn admin_notifications_without_an_admin_address_are_a_config_error() {
-    let config = NotificationsConfig { virus: NotifyWhom { admin: true, ..NotifyWhom::default() }, ..NotificationsConfig::default() };
-    assert_eq!(config.validate(), Err(NotifyError::NoAdminAddress { violation: "virus" }));
+    let config = NotificationsConfig {
+        virus: NotifyWhom {
+            admin: true,
+            ..NotifyWhom::default()
+        },
+        ..NotificationsConfig::default()
+    };
+    assert_eq!(
+        config.validate(),
+        Err(NotifyError::NoAdminAddress { violation: "virus" })
+    );
 }
 
 #[test]
 fn addresses_that_could_break_a_header_are_refused() {
-    let config = NotificationsConfig { admin: Some("admin@example.org>\r\nBcc: x@y".to_owned()), ..NotificationsConfig::default() };
-    assert!(matches!(config.validate(), Err(NotifyError::BadAddress { key: "admin", .. })));
+    let config = NotificationsConfig {
+        admin: Some("admin@example.org>\r\nBcc: x@y".to_owned()),
+        ..NotificationsConfig::default()
+    };
+    assert!(matches!(
+        config.validate(),
+        Err(NotifyError::BadAddress { key: "admin", .. })
+    ));
     let mut f = facts();
-    f.envelope_recipients = vec!["ok@example.org".to_owned(), "bad@example.org>\r\nBcc: x@y".to_owned()];
+    f.envelope_recipients = vec![
+        "ok@example.org".to_owned(),
+        "bad@example.org>\r\nBcc: x@y".to_owned(),
+    ];
     let plan = compiled(NotificationsConfig::default()).notifications(&f, now());
     assert_eq!(plan.notifications.len(), 1);
-    assert!(matches!(plan.suppressed[0].reason, Suppressed::UnusableAddress(_)));
+    assert!(matches!(
+        plan.suppressed[0].reason,
+        Suppressed::UnusableAddress(_)
+    ));
 }
 
 #[test]
 fn outcome_follows_the_verdicts_decisive_action() {
-    let verdict = Verdict { action: Action::Drop, reasons: vec![] };
+    let verdict = Verdict {
+        action: Action::Drop,
+        reasons: vec![],
+    };
     assert_eq!(Outcome::from_verdict(&verdict), Outcome::Dropped);
-    let stripped = Outcome::PartsStripped { parts: vec!["message/attachment[2] \"a.exe\"".to_owned()] };
-    assert_eq!(stripped.to_string(), "the message was delivered without these parts: message/attachment[2] \"a.exe\"");
+    let stripped = Outcome::PartsStripped {
+        parts: vec!["message/attachment[2] \"a.exe\"".to_owned()],
+    };
+    assert_eq!(
+        stripped.to_string(),
+        "the message was delivered without these parts: message/attachment[2] \"a.exe\""
+    );
 }
 
 #[test]
 fn reasons_are_classified_by_violation() {
     use crate::part::PartPath;
-    let reason = |rule| Reason { rule, part: Some(PartPath::message()), carrier: None, action: Action::Hold };
-    assert_eq!(ViolationReport::from_reason(&reason(RuleRef::Encrypted)).violation, Violation::Encrypted);
-    let finding = crate::finding::Finding::NotOpened { path: PartPath::message(), format: crate::filetype::FileType::Rar };
-    assert_eq!(ViolationReport::from_reason(&reason(RuleRef::Unscannable { finding })).violation, Violation::Unscannable);
-    let rule = RuleRef::BlockedExtension { name: "a.exe".into(), extension: "exe".into() };
-    assert_eq!(ViolationReport::from_reason(&reason(rule)).violation, Violation::Content);
+    let reason = |rule| Reason {
+        rule,
+        part: Some(PartPath::message()),
+        carrier: None,
+        action: Action::Hold,
+    };
+    assert_eq!(
+        ViolationReport::from_reason(&reason(RuleRef::Encrypted)).violation,
+        Violation::Encrypted
+    );
+    let finding = crate::finding::Finding::NotOpened {
+        path: PartPath::message(),
+        format: crate::filetype::FileType::Rar,
+    };
+    assert_eq!(
+        ViolationReport::from_reason(&reason(RuleRef::Unscannable { finding })).violation,
+        Violation::Unscannable
+    );
+    let rule = RuleRef::BlockedExtension {
+        name: "a.exe".into(),
+        extension: "exe".into(),
+    };
+    assert_eq!(
+        ViolationReport::from_reason(&reason(rule)).violation,
+        Violation::Content
+    );
 }

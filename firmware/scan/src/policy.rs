@@ -11,9 +11,10 @@ use crate::wildcard::Wildcard;
 
 /// The classic list of dangerous attachment extensions blocked by default.
 pub const CLASSIC_BLOCKED_EXTENSIONS: &[&str] = &[
-    "ad", "ade", "adp", "asp", "bas", "bat", "chm", "cmd", "com", "cpl", "crt", "exe", "hlp", "hta", "inf", "ins",
-    "isp", "js", "jse", "lnk", "mdb", "mde", "msc", "msi", "msp", "mst", "pcd", "pif", "reg", "scr", "sct", "shb",
-    "shs", "url", "vb", "vbe", "vbs", "vsd", "vss", "vst", "vsw", "ws", "wsc", "wsf", "wsh",
+    "ad", "ade", "adp", "asp", "bas", "bat", "chm", "cmd", "com", "cpl", "crt", "exe", "hlp",
+    "hta", "inf", "ins", "isp", "js", "jse", "lnk", "mdb", "mde", "msc", "msi", "msp", "mst",
+    "pcd", "pif", "reg", "scr", "sct", "shb", "shs", "url", "vb", "vbe", "vbs", "vsd", "vss",
+    "vst", "vsw", "ws", "wsc", "wsf", "wsh",
 ];
 
 /// What to do with a message (or a part of it). Written in the config as `"drop"`, or for the actions with
@@ -74,7 +75,10 @@ impl std::fmt::Display for Action {
         match self {
             Action::Deliver => f.write_str("deliver"),
             Action::Log => f.write_str("log only"),
-            Action::Tag { header, subject_prefix } => {
+            Action::Tag {
+                header,
+                subject_prefix,
+            } => {
                 f.write_str("tag")?;
                 if let Some(h) = header {
                     write!(f, " header \"{h}\"")?;
@@ -126,7 +130,10 @@ impl ScanScope {
                 _ => true,
             };
         };
-        let listed = self.extensions.iter().any(|e| e.trim_start_matches('.').eq_ignore_ascii_case(&ext));
+        let listed = self
+            .extensions
+            .iter()
+            .any(|e| e.trim_start_matches('.').eq_ignore_ascii_case(&ext));
         match self.mode {
             ScanMode::All => true,
             ScanMode::Only => listed,
@@ -147,7 +154,10 @@ pub struct AttachmentSizePolicy {
 
 impl Default for AttachmentSizePolicy {
     fn default() -> Self {
-        AttachmentSizePolicy { max_bytes: None, action: Action::StripPart }
+        AttachmentSizePolicy {
+            max_bytes: None,
+            action: Action::StripPart,
+        }
     }
 }
 
@@ -163,7 +173,10 @@ pub struct SubjectPolicy {
 
 impl Default for SubjectPolicy {
     fn default() -> Self {
-        SubjectPolicy { patterns: Vec::new(), action: Action::Drop }
+        SubjectPolicy {
+            patterns: Vec::new(),
+            action: Action::Drop,
+        }
     }
 }
 
@@ -191,7 +204,10 @@ impl Default for FileNamePolicy {
     fn default() -> Self {
         FileNamePolicy {
             enabled: true,
-            blocked_extensions: CLASSIC_BLOCKED_EXTENSIONS.iter().map(|s| (*s).to_owned()).collect(),
+            blocked_extensions: CLASSIC_BLOCKED_EXTENSIONS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             patterns: Vec::new(),
             double_extensions: true,
             blocked_true_types: vec![
@@ -345,25 +361,41 @@ pub enum RuleRef {
 impl std::fmt::Display for RuleRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RuleRef::Subject { pattern, subject } => write!(f, "subject \"{subject}\" matches blocked pattern \"{pattern}\""),
+            RuleRef::Subject { pattern, subject } => write!(
+                f,
+                "subject \"{subject}\" matches blocked pattern \"{pattern}\""
+            ),
             RuleRef::BlockedExtension { name, extension } => {
                 write!(f, "file name \"{name}\" has blocked extension .{extension}")
             }
             RuleRef::DoubleExtension { name, extension } => {
-                write!(f, "file name \"{name}\" has a double extension ending in blocked .{extension}")
+                write!(
+                    f,
+                    "file name \"{name}\" has a double extension ending in blocked .{extension}"
+                )
             }
             RuleRef::FileNamePattern { name, pattern } => {
-                write!(f, "file name \"{name}\" matches blocked pattern \"{pattern}\"")
+                write!(
+                    f,
+                    "file name \"{name}\" matches blocked pattern \"{pattern}\""
+                )
             }
             RuleRef::BidiOverride { name } => {
-                write!(f, "file name \"{}\" hides its extension with a right-to-left override", name.escape_unicode())
+                write!(
+                    f,
+                    "file name \"{}\" hides its extension with a right-to-left override",
+                    name.escape_unicode()
+                )
             }
             RuleRef::TrueType { name, true_type } => match name {
                 Some(name) => write!(f, "\"{name}\" is really a {true_type} (blocked type)"),
                 None => write!(f, "content is a {true_type} (blocked type)"),
             },
             RuleRef::AttachmentSize { size, limit } => {
-                write!(f, "attachment size {size} bytes exceeds limit {limit} bytes")
+                write!(
+                    f,
+                    "attachment size {size} bytes exceeds limit {limit} bytes"
+                )
             }
             RuleRef::ContentRule { rule, matched } => {
                 write!(f, "content rule \"{rule}\" matched {}", matched.join(", "))
@@ -446,7 +478,10 @@ impl Verdict {
         self.reasons
             .iter()
             .filter_map(|r| match &r.action {
-                Action::Tag { header, subject_prefix } => Some((header.as_deref(), subject_prefix.as_deref())),
+                Action::Tag {
+                    header,
+                    subject_prefix,
+                } => Some((header.as_deref(), subject_prefix.as_deref())),
                 _ => None,
             })
             .collect()
@@ -485,8 +520,18 @@ impl CompiledPolicy {
         }
         let content = ContentMatcher::compile(&policy.content_rules)?;
         Ok(CompiledPolicy {
-            subjects: policy.subjects.patterns.iter().map(|p| Wildcard::new(p)).collect(),
-            file_patterns: policy.file_names.patterns.iter().map(|p| Wildcard::new(p)).collect(),
+            subjects: policy
+                .subjects
+                .patterns
+                .iter()
+                .map(|p| Wildcard::new(p))
+                .collect(),
+            file_patterns: policy
+                .file_names
+                .patterns
+                .iter()
+                .map(|p| Wildcard::new(p))
+                .collect(),
             blocked_extensions: policy
                 .file_names
                 .blocked_extensions
@@ -512,7 +557,10 @@ impl CompiledPolicy {
             && let Some(pattern) = self.subjects.iter().find(|w| w.matches(subject))
         {
             reasons.push(Reason {
-                rule: RuleRef::Subject { pattern: pattern.to_string(), subject: subject.clone() },
+                rule: RuleRef::Subject {
+                    pattern: pattern.to_string(),
+                    subject: subject.clone(),
+                },
                 part: None,
                 carrier: None,
                 action: policy.subjects.action.clone(),
@@ -525,7 +573,10 @@ impl CompiledPolicy {
                 && part.size() > limit
             {
                 reasons.push(self.part_reason(
-                    RuleRef::AttachmentSize { size: part.size(), limit },
+                    RuleRef::AttachmentSize {
+                        size: part.size(),
+                        limit,
+                    },
                     part,
                     policy.attachment_size.action.clone(),
                 ));
@@ -537,18 +588,34 @@ impl CompiledPolicy {
 
         let mut sources = Vec::new();
         if let Some(subject) = &message.subject {
-            sources.push(Source { scope: Scope::Subject, part: None, text: subject });
+            sources.push(Source {
+                scope: Scope::Subject,
+                part: None,
+                text: subject,
+            });
         }
         if self.content.uses(Scope::Headers) {
-            sources.push(Source { scope: Scope::Headers, part: None, text: &message.header_text });
+            sources.push(Source {
+                scope: Scope::Headers,
+                part: None,
+                text: &message.header_text,
+            });
         }
         for part in &message.parts {
             let Some(text) = &part.text else { continue };
-            let scope = if part.role == PartRole::Body { Scope::Body } else { Scope::Attachments };
+            let scope = if part.role == PartRole::Body {
+                Scope::Body
+            } else {
+                Scope::Attachments
+            };
             if scope == Scope::Attachments && !policy.scan.includes(part) {
                 continue;
             }
-            sources.push(Source { scope, part: Some(&part.path), text });
+            sources.push(Source {
+                scope,
+                part: Some(&part.path),
+                text,
+            });
         }
         for hit in self.content.evaluate(sources) {
             let first_part = hit.matched.iter().find_map(|(_, _, part)| part.clone());
@@ -562,7 +629,10 @@ impl CompiledPolicy {
                 .collect();
             let carrier = first_part.as_ref().and_then(|p| carrier_of(message, p));
             reasons.push(Reason {
-                rule: RuleRef::ContentRule { rule: hit.rule.name.clone(), matched },
+                rule: RuleRef::ContentRule {
+                    rule: hit.rule.name.clone(),
+                    matched,
+                },
                 part: first_part,
                 carrier,
                 action: hit.rule.action.clone(),
@@ -571,14 +641,20 @@ impl CompiledPolicy {
 
         for finding in &message.findings {
             let unscannable = finding.is_unscannable()
-                || (policy.unscannable.unopened_containers && matches!(finding, Finding::NotOpened { .. }));
+                || (policy.unscannable.unopened_containers
+                    && matches!(finding, Finding::NotOpened { .. }));
             let (rule, action) = if unscannable {
                 let action = match policy.unscannable.action {
                     UnscannableAction::Deliver => Action::Log,
                     UnscannableAction::Drop => Action::Drop,
                     UnscannableAction::Hold => Action::Hold,
                 };
-                (RuleRef::Unscannable { finding: finding.clone() }, action)
+                (
+                    RuleRef::Unscannable {
+                        finding: finding.clone(),
+                    },
+                    action,
+                )
             } else if matches!(finding, Finding::Encrypted { .. }) {
                 let action = match &policy.encrypted.action {
                     EncryptedAction::DeleteContainer => Action::StripPart,
@@ -598,8 +674,12 @@ impl CompiledPolicy {
             });
         }
 
-        let action =
-            reasons.iter().map(|r| &r.action).max_by_key(|a| a.severity()).cloned().unwrap_or(Action::Deliver);
+        let action = reasons
+            .iter()
+            .map(|r| &r.action)
+            .max_by_key(|a| a.severity())
+            .cloned()
+            .unwrap_or(Action::Deliver);
         let verdict = Verdict { action, reasons };
         tracing::info!(action = %verdict.action, reasons = verdict.reasons.len(), "policy verdict");
         for reason in &verdict.reasons {
@@ -609,39 +689,63 @@ impl CompiledPolicy {
     }
 
     fn part_reason(&self, rule: RuleRef, part: &Part, action: Action) -> Reason {
-        Reason { rule, part: Some(part.path.clone()), carrier: Some(part.carrier.clone()), action }
+        Reason {
+            rule,
+            part: Some(part.path.clone()),
+            carrier: Some(part.carrier.clone()),
+            action,
+        }
     }
 
     /// The first file-name rule that blocks `part`, most specific first.
     fn file_rule(&self, part: &Part) -> Option<RuleRef> {
         let rules = &self.policy.file_names;
-        if !rules.enabled || part.role == PartRole::Body || (part.role == PartRole::Member && !rules.inside_archives) {
+        if !rules.enabled
+            || part.role == PartRole::Body
+            || (part.role == PartRole::Member && !rules.inside_archives)
+        {
             return None;
         }
         if let Some(raw_name) = &part.file_name {
             // Windows ignores trailing dots and blanks, so `a.exe. ` runs as `a.exe`.
             let name = raw_name.trim_end_matches(['.', ' ']);
             if name.contains(['\u{202e}', '\u{202d}', '\u{2066}', '\u{2067}', '\u{2068}']) {
-                return Some(RuleRef::BidiOverride { name: raw_name.clone() });
+                return Some(RuleRef::BidiOverride {
+                    name: raw_name.clone(),
+                });
             }
             if let Some(ext) = extension(name)
                 && self.blocked_extensions.contains(&ext)
             {
                 let stem = &name[..name.len() - ext.len() - 1];
                 let double = rules.double_extensions
-                    && extension(stem.trim_end()).is_some_and(|inner| inner.len() <= 5 && inner.chars().all(char::is_alphanumeric));
+                    && extension(stem.trim_end()).is_some_and(|inner| {
+                        inner.len() <= 5 && inner.chars().all(char::is_alphanumeric)
+                    });
                 return Some(if double {
-                    RuleRef::DoubleExtension { name: raw_name.clone(), extension: ext }
+                    RuleRef::DoubleExtension {
+                        name: raw_name.clone(),
+                        extension: ext,
+                    }
                 } else {
-                    RuleRef::BlockedExtension { name: raw_name.clone(), extension: ext }
+                    RuleRef::BlockedExtension {
+                        name: raw_name.clone(),
+                        extension: ext,
+                    }
                 });
             }
             if let Some(pattern) = self.file_patterns.iter().find(|w| w.matches(name)) {
-                return Some(RuleRef::FileNamePattern { name: raw_name.clone(), pattern: pattern.to_string() });
+                return Some(RuleRef::FileNamePattern {
+                    name: raw_name.clone(),
+                    pattern: pattern.to_string(),
+                });
             }
         }
         if rules.blocked_true_types.contains(&part.true_type) {
-            return Some(RuleRef::TrueType { name: part.file_name.clone(), true_type: part.true_type });
+            return Some(RuleRef::TrueType {
+                name: part.file_name.clone(),
+                true_type: part.true_type,
+            });
         }
         None
     }
@@ -659,7 +763,8 @@ fn scope_name(scope: Scope) -> &'static str {
 /// The lower-cased extension of a file name (after the last dot), if it has one.
 fn extension(name: &str) -> Option<String> {
     let (stem, ext) = name.rsplit_once('.')?;
-    (!stem.is_empty() && !ext.is_empty() && !ext.contains(['/', '\\', ' '])).then(|| ext.to_lowercase())
+    (!stem.is_empty() && !ext.is_empty() && !ext.contains(['/', '\\', ' ']))
+        .then(|| ext.to_lowercase())
 }
 
 /// The carrier of the part at `path`, or of the nearest enclosing part (findings name members that were never
@@ -670,7 +775,10 @@ fn carrier_of(message: &Decomposition, path: &PartPath) -> Option<PartPath> {
         .iter()
         .filter(|p| {
             path.as_str() == p.path.as_str()
-                || path.as_str().strip_prefix(p.path.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                || path
+                    .as_str()
+                    .strip_prefix(p.path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
         })
         .max_by_key(|p| p.path.as_str().len())
         .map(|p| p.carrier.clone())

@@ -47,7 +47,10 @@ pub struct Wildcard {
 impl Wildcard {
     /// Parses a pattern. Every string is a valid pattern.
     pub fn new(pattern: &str) -> Wildcard {
-        Wildcard { source: pattern.to_owned(), tokens: tokenize(pattern) }
+        Wildcard {
+            source: pattern.to_owned(),
+            tokens: tokenize(pattern),
+        }
     }
 
     /// The pattern as written.

@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use portcullis_scan::{
-    Action, CompiledPolicy, ContentRule, Decomposition, Limits, MatchMode, PartRole, Policy, RuleRef, Scope,
-    Verdict, decompose,
+    Action, CompiledPolicy, ContentRule, Decomposition, Limits, MatchMode, PartRole, Policy,
+    RuleRef, Scope, Verdict, decompose,
 };
 
 /// A message this small must never take long, even in a debug build on a busy two-core CI machine; the
@@ -48,8 +48,17 @@ fn mail_parser_corpus() -> PathBuf {
         .into_iter()
         .flatten()
         .flatten()
-        .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten().flatten())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("mail-parser-0.11."))
+        .flat_map(|index| {
+            std::fs::read_dir(index.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mail-parser-0.11.")
+        })
         .map(|e| e.path().join("resources/eml"))
         .filter(|p| p.is_dir())
         .collect();
@@ -70,34 +79,50 @@ fn python_email_corpus() -> PathBuf {
     }
     candidates.push(PathBuf::from("/usr/lib/python3.11/test/test_email/data"));
     if let Ok(out) = Command::new("python3")
-        .args(["-c", "import os, test.test_email as t; print(os.path.dirname(t.__file__))"])
+        .args([
+            "-c",
+            "import os, test.test_email as t; print(os.path.dirname(t.__file__))",
+        ])
         .output()
         && out.status.success()
     {
         candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("data"));
     }
-    candidates.into_iter().find(|d| d.join("msg_01.txt").is_file()).unwrap_or_else(|| {
-        panic!(
-            "CPython's email test messages (test/test_email/data/msg_*.txt) not found: \
+    candidates
+        .into_iter()
+        .find(|d| d.join("msg_01.txt").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "CPython's email test messages (test/test_email/data/msg_*.txt) not found: \
              install them with `apt-get install libpython3.11-testsuite` \
              (or point PORTCULLIS_PY_EMAIL_DATA at such a directory)"
-        )
-    })
+            )
+        })
 }
 
 fn corpus() -> Vec<PathBuf> {
     let mail_parser = mail_parser_corpus();
     let python = python_email_corpus();
     let mut files = Vec::new();
-    for group in std::fs::read_dir(&mail_parser).expect("read mail-parser corpus").flatten() {
-        for entry in std::fs::read_dir(group.path()).into_iter().flatten().flatten() {
+    for group in std::fs::read_dir(&mail_parser)
+        .expect("read mail-parser corpus")
+        .flatten()
+    {
+        for entry in std::fs::read_dir(group.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if entry.path().extension().is_some_and(|e| e == "eml") {
                 files.push(entry.path());
             }
         }
     }
     let from_mail_parser = files.len();
-    for entry in std::fs::read_dir(&python).expect("read python corpus").flatten() {
+    for entry in std::fs::read_dir(&python)
+        .expect("read python corpus")
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("msg_") && name.ends_with(".txt") {
             files.push(entry.path());
@@ -105,8 +130,17 @@ fn corpus() -> Vec<PathBuf> {
     }
     files.sort();
     // Both sets are far larger than this; fewer means a directory layout changed and the test lost its teeth.
-    assert!(from_mail_parser >= 80, "only {from_mail_parser} messages in {}", mail_parser.display());
-    assert!(files.len() - from_mail_parser >= 40, "only {} messages in {}", files.len() - from_mail_parser, python.display());
+    assert!(
+        from_mail_parser >= 80,
+        "only {from_mail_parser} messages in {}",
+        mail_parser.display()
+    );
+    assert!(
+        files.len() - from_mail_parser >= 40,
+        "only {} messages in {}",
+        files.len() - from_mail_parser,
+        python.display()
+    );
     files
 }
 
@@ -119,8 +153,15 @@ fn python_views(files: &[PathBuf], ends: LineEnds) -> HashMap<PathBuf, PythonVie
     if ends == LineEnds::Crlf {
         cmd.arg("--crlf");
     }
-    let out = cmd.args(files).output().expect("run python3 (needed for the independent part count)");
-    assert!(out.status.success(), "mime_leaves.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .args(files)
+        .output()
+        .expect("run python3 (needed for the independent part count)");
+    assert!(
+        out.status.success(),
+        "mime_leaves.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("utf-8 output")
         .lines()
@@ -132,12 +173,17 @@ fn python_views(files: &[PathBuf], ends: LineEnds) -> HashMap<PathBuf, PythonVie
                 .iter()
                 .map(|pair| {
                     let field = |i: usize| {
-                        base64::engine::general_purpose::STANDARD.decode(pair[i].as_str().expect("base64")).expect("base64")
+                        base64::engine::general_purpose::STANDARD
+                            .decode(pair[i].as_str().expect("base64"))
+                            .expect("base64")
                     };
                     (field(0), field(1))
                 })
                 .collect();
-            let view = PythonView { leaves: v["leaves"].as_u64().expect("leaves") as usize, payloads };
+            let view = PythonView {
+                leaves: v["leaves"].as_u64().expect("leaves") as usize,
+                payloads,
+            };
             (PathBuf::from(v["file"].as_str().expect("file")), view)
         })
         .collect()
@@ -146,7 +192,10 @@ fn python_views(files: &[PathBuf], ends: LineEnds) -> HashMap<PathBuf, PythonVie
 /// The default policy plus content rules in every scope, so the matcher runs over every part's text. Their
 /// actions only tag: a hit must not make a legitimate message undeliverable.
 fn policy() -> CompiledPolicy {
-    let tag = Action::Tag { header: Some("X-Portcullis-Test: torture".into()), subject_prefix: None };
+    let tag = Action::Tag {
+        header: Some("X-Portcullis-Test: torture".into()),
+        subject_prefix: None,
+    };
     let rule = |name: &str, mode, terms: &[&str], scopes: Vec<Scope>| ContentRule {
         name: name.into(),
         match_mode: mode,
@@ -157,13 +206,24 @@ fn policy() -> CompiledPolicy {
     };
     let policy = Policy {
         content_rules: vec![
-            rule("money", MatchMode::Any, &["lottery", "wire transfer", "bank acc?unt", "$*million"], vec![
-                Scope::Subject,
-                Scope::Body,
-                Scope::Attachments,
-            ]),
-            rule("greeting", MatchMode::All, &["hello", "world"], vec![Scope::Body, Scope::Attachments]),
-            rule("mailer", MatchMode::Any, &["x-mailer: *", "content-type"], vec![Scope::Headers]),
+            rule(
+                "money",
+                MatchMode::Any,
+                &["lottery", "wire transfer", "bank acc?unt", "$*million"],
+                vec![Scope::Subject, Scope::Body, Scope::Attachments],
+            ),
+            rule(
+                "greeting",
+                MatchMode::All,
+                &["hello", "world"],
+                vec![Scope::Body, Scope::Attachments],
+            ),
+            rule(
+                "mailer",
+                MatchMode::Any,
+                &["x-mailer: *", "content-type"],
+                vec![Scope::Headers],
+            ),
         ],
         ..Policy::default()
     };
@@ -172,7 +232,10 @@ fn policy() -> CompiledPolicy {
 
 /// Parts that come from MIME structure (not from inside archives), the ones Python also sees.
 fn mime_leaves(d: &Decomposition) -> usize {
-    d.parts.iter().filter(|p| p.role != PartRole::Member).count()
+    d.parts
+        .iter()
+        .filter(|p| p.role != PartRole::Member)
+        .count()
 }
 
 struct Outcome {
@@ -197,7 +260,12 @@ fn run(policy: &'static CompiledPolicy, raw: Vec<u8>) -> Result<Outcome, String>
             let elapsed = started.elapsed();
             let _ = tx.send(result.map(|(decomposition, verdict)| {
                 let explained = verdict.explain();
-                Outcome { decomposition, verdict, explained, elapsed }
+                Outcome {
+                    decomposition,
+                    verdict,
+                    explained,
+                    elapsed,
+                }
             }));
         })
         .expect("spawn worker");
@@ -234,13 +302,19 @@ fn with_line_ends(raw: Vec<u8>, ends: LineEnds) -> Vec<u8> {
 /// An attached message whose own parts `decompose` lists after it (message/partial and
 /// message/external-body are kept as single parts).
 fn is_walked_message(part: &portcullis_scan::Part) -> bool {
-    part.declared_type.as_deref().is_some_and(|t| t == "message/rfc822" || t == "message/global")
+    part.declared_type
+        .as_deref()
+        .is_some_and(|t| t == "message/rfc822" || t == "message/global")
 }
 
 /// Bytes without ASCII whitespace: parsers disagree on which line break ends a part and on CRLF versus LF
 /// inside decoded text, and that is not content.
 fn squeezed(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect()
+    bytes
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -264,13 +338,20 @@ fn check(
     let d = &outcome.decomposition;
     let mut problems = Vec::new();
     if outcome.elapsed > PER_MESSAGE_BOUND {
-        problems.push(format!("took {:?} for {size} bytes (bound {PER_MESSAGE_BOUND:?})", outcome.elapsed));
+        problems.push(format!(
+            "took {:?} for {size} bytes (bound {PER_MESSAGE_BOUND:?})",
+            outcome.elapsed
+        ));
     }
     let ours = mime_leaves(d);
     if ours == python.leaves {
         stats.same_count += 1;
     } else {
-        stats.other_count.push(format!("{} ({ends:?}): {ours} parts, Python {}", file.display(), python.leaves));
+        stats.other_count.push(format!(
+            "{} ({ends:?}): {ours} parts, Python {}",
+            file.display(),
+            python.leaves
+        ));
     }
     // No lost part: the decoded content of every leaf Python finds must be in one of our MIME parts (not
     // counting the attached messages decompose walks, whose bytes would contain everything trivially). The part counts
@@ -300,13 +381,23 @@ fn check(
         // Invalid base64 or quoted-printable, uuencode: decoders legitimately disagree, and ours keeps the body
         // as it stands, so the scanners still see every byte of it.
         if contains(&haystack, &squeezed(encoded)) {
-            stats.kept_encoded.push(format!("{} ({ends:?}) leaf {}", file.display(), i + 1));
+            stats
+                .kept_encoded
+                .push(format!("{} ({ends:?}) leaf {}", file.display(), i + 1));
             continue;
         }
         let shown = String::from_utf8_lossy(&decoded[..decoded.len().min(80)]).into_owned();
-        let problem = format!("Python's leaf {} ({} bytes, {shown:?}...) is in no part", i + 1, decoded.len());
+        let problem = format!(
+            "Python's leaf {} ({} bytes, {shown:?}...) is in no part",
+            i + 1,
+            decoded.len()
+        );
         match known_divergence(file) {
-            Some(why) => stats.known.push(format!("{} ({ends:?}) leaf {}: {why}", file.display(), i + 1)),
+            Some(why) => stats.known.push(format!(
+                "{} ({ends:?}) leaf {}: {why}",
+                file.display(),
+                i + 1
+            )),
             None => problems.push(problem),
         }
     }
@@ -314,20 +405,38 @@ fn check(
         problems.push("no parts at all".into());
     }
     if d.is_unscannable() {
-        problems.push(format!("unscannable: {:?}", d.findings.iter().map(ToString::to_string).collect::<Vec<_>>()));
+        problems.push(format!(
+            "unscannable: {:?}",
+            d.findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ));
     }
     let deliverable = outcome.verdict.action.severity() <= Action::StripPart.severity();
-    let unscannable = outcome.verdict.reasons.iter().any(|r| matches!(r.rule, RuleRef::Unscannable { .. }));
+    let unscannable = outcome
+        .verdict
+        .reasons
+        .iter()
+        .any(|r| matches!(r.rule, RuleRef::Unscannable { .. }));
     if !deliverable || unscannable {
         problems.push(format!("not deliverable: {}", outcome.explained.join("; ")));
     }
     if outcome.explained.len() != outcome.verdict.reasons.len() {
         problems.push("verdict explanation lost reasons".into());
     }
-    if std::env::var("TORTURE_DUMP").is_ok_and(|f| file.to_string_lossy().contains(&f)) && ends == LineEnds::Lf {
+    if std::env::var("TORTURE_DUMP").is_ok_and(|f| file.to_string_lossy().contains(&f))
+        && ends == LineEnds::Lf
+    {
         for p in &d.parts {
             let head = String::from_utf8_lossy(&p.bytes[..p.bytes.len().min(100)]).into_owned();
-            eprintln!("DUMP {} {:?} {:?} {} B {head:?}", p.path, p.role, p.declared_type, p.bytes.len());
+            eprintln!(
+                "DUMP {} {:?} {:?} {} B {head:?}",
+                p.path,
+                p.role,
+                p.declared_type,
+                p.bytes.len()
+            );
         }
         eprintln!("DUMP header_text {:?}", d.header_text);
     }
@@ -360,10 +469,12 @@ fn known_divergence(file: &Path) -> Option<&'static str> {
     let name = file.to_string_lossy();
     const BOUNDARY: &str = "broken boundaries: Python keeps boundary lines or the preamble as part text, \
                             mail-parser reads them as structure";
-    const QP: &str = "invalid quoted-printable: the decoders differ in a few bytes, the body is there";
+    const QP: &str =
+        "invalid quoted-printable: the decoders differ in a few bytes, the body is there";
     const OURS_DECODED: &str = "decompose decodes (base64 attached message, quoted-printable) where Python keeps the \
                                 encoded text";
-    const SHARED_BOUNDARY: &str = "nested multipart reusing its parent's boundary: the parsers cut it differently";
+    const SHARED_BOUNDARY: &str =
+        "nested multipart reusing its parent's boundary: the parsers cut it differently";
     const LOST_LINES: &str = "GAP: text right after the header fields without a blank line is dropped by mail-parser \
                               (in no part and not in header_text)";
     const KNOWN: &[(&str, &str)] = &[
@@ -377,16 +488,28 @@ fn known_divergence(file: &Path) -> Option<&'static str> {
         ("eml/thirdparty/019.eml", QP),
         ("eml/rfc/008.eml", OURS_DECODED),
         ("eml/thirdparty/003.eml", OURS_DECODED),
-        ("eml/malformed/019.eml", "garbled first header line: Python reads the whole message as body, mail-parser as \
-                                   header fields"),
-        ("eml/malformed/022.eml", "message/rfc822 part that is no message: its text is read as header fields"),
-        ("eml/thirdparty/015.eml", "not analysed yet: a Received continuation inside an attached message"),
+        (
+            "eml/malformed/019.eml",
+            "garbled first header line: Python reads the whole message as body, mail-parser as \
+                                   header fields",
+        ),
+        (
+            "eml/malformed/022.eml",
+            "message/rfc822 part that is no message: its text is read as header fields",
+        ),
+        (
+            "eml/thirdparty/015.eml",
+            "not analysed yet: a Received continuation inside an attached message",
+        ),
         ("msg_38.txt", SHARED_BOUNDARY),
         ("msg_39.txt", SHARED_BOUNDARY),
         ("msg_19.txt", LOST_LINES),
         ("msg_35.txt", LOST_LINES),
     ];
-    KNOWN.iter().find(|(suffix, _)| name.ends_with(suffix)).map(|(_, why)| *why)
+    KNOWN
+        .iter()
+        .find(|(suffix, _)| name.ends_with(suffix))
+        .map(|(_, why)| *why)
 }
 
 #[test]
@@ -399,9 +522,19 @@ fn every_torture_message_keeps_all_its_parts_and_stays_deliverable() {
     for ends in [LineEnds::Lf, LineEnds::Crlf] {
         let python = python_views(&files, ends);
         for file in &files {
-            let raw = std::fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-            let view = python.get(file).unwrap_or_else(|| panic!("no Python count for {}", file.display()));
-            for problem in check(file, ends, with_line_ends(raw, ends), view, policy, &mut stats) {
+            let raw =
+                std::fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+            let view = python
+                .get(file)
+                .unwrap_or_else(|| panic!("no Python count for {}", file.display()));
+            for problem in check(
+                file,
+                ends,
+                with_line_ends(raw, ends),
+                view,
+                policy,
+                &mut stats,
+            ) {
                 failures.push(format!("{} ({ends:?}): {problem}", file.display()));
             }
             checked += 1;
@@ -426,5 +559,10 @@ fn every_torture_message_keeps_all_its_parts_and_stays_deliverable() {
     for line in &stats.known {
         eprintln!("  known divergence: {line}");
     }
-    assert!(failures.is_empty(), "{} problems in {checked} message checks:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problems in {checked} message checks:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

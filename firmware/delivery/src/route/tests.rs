@@ -156,7 +156,10 @@ fn router_rejects_a_route_without_hosts() {
 
 #[test]
 fn router_can_be_built_outside_a_tokio_runtime() {
-    let dns = DnsConfig { servers: vec!["127.0.0.1:9".parse().unwrap()], ..DnsConfig::default() };
+    let dns = DnsConfig {
+        servers: vec!["127.0.0.1:9".parse().unwrap()],
+        ..DnsConfig::default()
+    };
     assert!(Router::new(RoutingConfig::default(), dns).is_ok());
 }
 

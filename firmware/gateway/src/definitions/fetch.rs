@@ -110,10 +110,16 @@ impl FetchError {
     /// will not change by asking again soon.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Connect { .. } | FetchError::Tls { .. } | FetchError::Http { .. } | FetchError::Timeout { .. } => true,
+            FetchError::Connect { .. }
+            | FetchError::Tls { .. }
+            | FetchError::Http { .. }
+            | FetchError::Timeout { .. } => true,
             FetchError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             FetchError::ProxyRefused { .. } => true,
-            FetchError::BadUrl { .. } | FetchError::BadProxy { .. } | FetchError::CaFile { .. } | FetchError::TooLarge { .. } => false,
+            FetchError::BadUrl { .. }
+            | FetchError::BadProxy { .. }
+            | FetchError::CaFile { .. }
+            | FetchError::TooLarge { .. } => false,
         }
     }
 }
@@ -131,14 +137,22 @@ pub struct PackageUrl {
 impl PackageUrl {
     /// Parses an `http://` or `https://` URL without query or fragment.
     pub fn parse(url: &str) -> Result<PackageUrl, FetchError> {
-        let bad = |problem: &str| FetchError::BadUrl { url: url.to_string(), problem: problem.to_string() };
+        let bad = |problem: &str| FetchError::BadUrl {
+            url: url.to_string(),
+            problem: problem.to_string(),
+        };
         let uri: hyper::Uri = url.parse().map_err(|_| bad("not a URL"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => return Err(bad("the scheme must be http or https")),
         };
-        let host = uri.host().ok_or_else(|| bad("no host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if uri.query().is_some() {
             return Err(bad("a query is not allowed"));
         }
@@ -150,13 +164,22 @@ impl PackageUrl {
         if !path.ends_with('/') {
             path.push('/');
         }
-        Ok(PackageUrl { tls, host, port, path })
+        Ok(PackageUrl {
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 
     /// The URL of one file of the package (plain file names only).
     pub fn file(&self, name: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         format!("{scheme}://{host}:{}{}{name}", self.port, self.path)
     }
 }
@@ -173,7 +196,13 @@ pub struct Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never log the credentials.
-        write!(f, "Proxy({}:{}, auth: {})", self.host, self.port, self.authorization.is_some())
+        write!(
+            f,
+            "Proxy({}:{}, auth: {})",
+            self.host,
+            self.port,
+            self.authorization.is_some()
+        )
     }
 }
 
@@ -184,14 +213,21 @@ impl Proxy {
             Some((_, rest)) => format!("http://…@{rest}"),
             None => text.to_string(),
         };
-        let bad = |problem: &str| FetchError::BadProxy { proxy: shown.clone(), problem: problem.to_string() };
-        let rest = text.strip_prefix("http://").ok_or_else(|| bad("must start with http://"))?;
+        let bad = |problem: &str| FetchError::BadProxy {
+            proxy: shown.clone(),
+            problem: problem.to_string(),
+        };
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("must start with http://"))?;
         let rest = rest.trim_end_matches('/');
         let (credentials, hostport) = match rest.rsplit_once('@') {
             Some((c, h)) => (Some(c), h),
             None => (None, rest),
         };
-        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| bad("needs host:port"))?;
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .ok_or_else(|| bad("needs host:port"))?;
         let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') {
@@ -200,9 +236,16 @@ impl Proxy {
         let authorization = credentials.map(|c| {
             let (user, password) = c.split_once(':').unwrap_or((c, ""));
             let pair = format!("{}:{}", percent_decode(user), percent_decode(password));
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
         });
-        Ok(Proxy { host: host.to_string(), port, authorization })
+        Ok(Proxy {
+            host: host.to_string(),
+            port,
+            authorization,
+        })
     }
 }
 
@@ -246,7 +289,10 @@ pub struct HttpClient {
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient").field("proxy", &self.proxy).field("timeouts", &self.timeouts).finish()
+        f.debug_struct("HttpClient")
+            .field("proxy", &self.proxy)
+            .field("timeouts", &self.timeouts)
+            .finish()
     }
 }
 
@@ -254,15 +300,26 @@ impl HttpClient {
     /// A client trusting the CAs in `ca_file` (empty: the web PKI roots), optionally through
     /// `proxy` (empty: direct).
     pub fn new(ca_file: &Path, proxy: &str, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
-        let proxy = if proxy.is_empty() { None } else { Some(Proxy::parse(proxy)?) };
-        Ok(HttpClient { tls: Arc::new(client_tls(ca_file)?), proxy, timeouts })
+        let proxy = if proxy.is_empty() {
+            None
+        } else {
+            Some(Proxy::parse(proxy)?)
+        };
+        Ok(HttpClient {
+            tls: Arc::new(client_tls(ca_file)?),
+            proxy,
+            timeouts,
+        })
     }
 
     /// Starts a GET of `url`; the body is read with [`Download::chunk`], at most `limit` bytes.
     pub async fn get(&self, url: &str, limit: u64) -> Result<Download, FetchError> {
         let target = PackageUrl::parse(url)?;
         let deadline = Instant::now() + self.timeouts.transfer;
-        let http_error = |problem: String| FetchError::Http { url: url.to_string(), problem };
+        let http_error = |problem: String| FetchError::Http {
+            url: url.to_string(),
+            problem,
+        };
         let stream = self.connect(&target).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -274,23 +331,49 @@ impl HttpClient {
         // Through a proxy without a tunnel the request line carries the absolute URL.
         let request_target = match (&self.proxy, target.tls) {
             (Some(_), false) => url.to_string(),
-            _ => url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_else(|| "/".into()),
+            _ => url
+                .splitn(4, '/')
+                .nth(3)
+                .map(|p| format!("/{p}"))
+                .unwrap_or_else(|| "/".into()),
         };
         let mut request = hyper::Request::get(request_target)
-            .header(hyper::header::HOST, format!("{}:{}", target.host, target.port))
-            .header(hyper::header::USER_AGENT, concat!("portcullis/", env!("CARGO_PKG_VERSION")));
-        if let (Some(Proxy { authorization: Some(auth), .. }), false) = (&self.proxy, target.tls) {
+            .header(
+                hyper::header::HOST,
+                format!("{}:{}", target.host, target.port),
+            )
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("portcullis/", env!("CARGO_PKG_VERSION")),
+            );
+        if let (
+            Some(Proxy {
+                authorization: Some(auth),
+                ..
+            }),
+            false,
+        ) = (&self.proxy, target.tls)
+        {
             request = request.header(hyper::header::PROXY_AUTHORIZATION, auth.as_str());
         }
         let request = request
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|e| http_error(e.to_string()))?;
-        let response = tokio::time::timeout_at(deadline.min(Instant::now() + self.timeouts.stall), sender.send_request(request))
-            .await
-            .map_err(|_| FetchError::Timeout { url: url.to_string(), what: "waiting for the response" })?
-            .map_err(|e| http_error(e.to_string()))?;
+        let response = tokio::time::timeout_at(
+            deadline.min(Instant::now() + self.timeouts.stall),
+            sender.send_request(request),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout {
+            url: url.to_string(),
+            what: "waiting for the response",
+        })?
+        .map_err(|e| http_error(e.to_string()))?;
         if response.status() != hyper::StatusCode::OK {
-            return Err(FetchError::Status { url: url.to_string(), status: response.status().as_u16() });
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: response.status().as_u16(),
+            });
         }
         let declared = response
             .headers()
@@ -298,7 +381,10 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Err(FetchError::TooLarge { url: url.to_string(), limit });
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
         }
         Ok(Download {
             url: url.to_string(),
@@ -329,8 +415,14 @@ impl HttpClient {
         let hostport = format!("{host}:{port}");
         let tcp = tokio::time::timeout(self.timeouts.connect, TcpStream::connect((host, port)))
             .await
-            .map_err(|_| FetchError::Connect { target: hostport.clone(), problem: "timed out".into() })?
-            .map_err(|e| FetchError::Connect { target: hostport.clone(), problem: e.to_string() })?;
+            .map_err(|_| FetchError::Connect {
+                target: hostport.clone(),
+                problem: "timed out".into(),
+            })?
+            .map_err(|e| FetchError::Connect {
+                target: hostport.clone(),
+                problem: e.to_string(),
+            })?;
         let _ = tcp.set_nodelay(true);
         if !target.tls {
             return Ok(Box::new(tcp));
@@ -339,41 +431,82 @@ impl HttpClient {
         if let Some(proxy) = &self.proxy {
             tokio::time::timeout(self.timeouts.connect, tunnel(&mut tcp, proxy, target))
                 .await
-                .map_err(|_| FetchError::Connect { target: hostport.clone(), problem: "proxy tunnel timed out".into() })??;
+                .map_err(|_| FetchError::Connect {
+                    target: hostport.clone(),
+                    problem: "proxy tunnel timed out".into(),
+                })??;
         }
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .map_err(|e| FetchError::Tls { host: target.host.clone(), problem: e.to_string() })?;
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+            FetchError::Tls {
+                host: target.host.clone(),
+                problem: e.to_string(),
+            }
+        })?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
         let tls = tokio::time::timeout(self.timeouts.connect, connector.connect(name, tcp))
             .await
-            .map_err(|_| FetchError::Tls { host: target.host.clone(), problem: "handshake timed out".into() })?
-            .map_err(|e| FetchError::Tls { host: target.host.clone(), problem: e.to_string() })?;
+            .map_err(|_| FetchError::Tls {
+                host: target.host.clone(),
+                problem: "handshake timed out".into(),
+            })?
+            .map_err(|e| FetchError::Tls {
+                host: target.host.clone(),
+                problem: e.to_string(),
+            })?;
         Ok(Box::new(tls))
     }
 }
 
 /// Asks the proxy for a `CONNECT` tunnel to the server and reads its answer head.
-async fn tunnel(stream: &mut TcpStream, proxy: &Proxy, target: &PackageUrl) -> Result<(), FetchError> {
-    let authority = if target.host.contains(':') { format!("[{}]:{}", target.host, target.port) } else { format!("{}:{}", target.host, target.port) };
+async fn tunnel(
+    stream: &mut TcpStream,
+    proxy: &Proxy,
+    target: &PackageUrl,
+) -> Result<(), FetchError> {
+    let authority = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
     let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(auth) = &proxy.authorization {
         head.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
     }
     head.push_str("\r\n");
-    let io_error = |e: std::io::Error| FetchError::Connect { target: format!("{}:{}", proxy.host, proxy.port), problem: e.to_string() };
+    let io_error = |e: std::io::Error| FetchError::Connect {
+        target: format!("{}:{}", proxy.host, proxy.port),
+        problem: e.to_string(),
+    };
     stream.write_all(head.as_bytes()).await.map_err(io_error)?;
     // Read byte by byte up to the blank line: nothing of the tunnelled stream may be consumed.
     let mut answer = Vec::new();
     while !answer.ends_with(b"\r\n\r\n") {
         if answer.len() > 16 * 1024 {
-            return Err(FetchError::ProxyRefused { target: authority, status: "answer head too long".into() });
+            return Err(FetchError::ProxyRefused {
+                target: authority,
+                status: "answer head too long".into(),
+            });
         }
         let b = stream.read_u8().await.map_err(io_error)?;
         answer.push(b);
     }
-    let status_line = String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_string();
-    let ok = status_line.split_whitespace().nth(1).is_some_and(|code| code.starts_with('2'));
-    if ok { Ok(()) } else { Err(FetchError::ProxyRefused { target: authority, status: status_line }) }
+    let status_line = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FetchError::ProxyRefused {
+            target: authority,
+            status: status_line,
+        })
+    }
 }
 
 /// A byte stream the HTTP client can run over: TCP, or TLS over TCP (direct or tunnelled).
@@ -408,17 +541,34 @@ impl Download {
             let until = self.deadline.min(Instant::now() + self.stall);
             let frame = match tokio::time::timeout_at(until, self.body.frame()).await {
                 Err(_) => {
-                    let what = if Instant::now() >= self.deadline { "the whole download" } else { "waiting for data (stalled)" };
-                    return Err(FetchError::Timeout { url: self.url.clone(), what });
+                    let what = if Instant::now() >= self.deadline {
+                        "the whole download"
+                    } else {
+                        "waiting for data (stalled)"
+                    };
+                    return Err(FetchError::Timeout {
+                        url: self.url.clone(),
+                        what,
+                    });
                 }
                 Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => return Err(FetchError::Http { url: self.url.clone(), problem: e.to_string() }),
+                Ok(Some(Err(e))) => {
+                    return Err(FetchError::Http {
+                        url: self.url.clone(),
+                        problem: e.to_string(),
+                    });
+                }
                 Ok(Some(Ok(frame))) => frame,
             };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             self.received += data.len() as u64;
             if self.received > self.limit {
-                return Err(FetchError::TooLarge { url: self.url.clone(), limit: self.limit });
+                return Err(FetchError::TooLarge {
+                    url: self.url.clone(),
+                    limit: self.limit,
+                });
             }
             return Ok(Some(data));
         }
@@ -427,7 +577,10 @@ impl Download {
 
 /// rustls client settings: the CAs of `ca_file`, or the web PKI roots when it is empty.
 fn client_tls(ca_file: &Path) -> Result<rustls::ClientConfig, FetchError> {
-    let bad = |problem: String| FetchError::CaFile { path: ca_file.to_path_buf(), problem };
+    let bad = |problem: String| FetchError::CaFile {
+        path: ca_file.to_path_buf(),
+        problem,
+    };
     let mut roots = rustls::RootCertStore::empty();
     if ca_file.as_os_str().is_empty() {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -454,7 +607,10 @@ mod tests {
     #[test]
     fn package_url_joins_file_names_under_its_path() {
         let u = PackageUrl::parse("https://defs.example.com/portcullis").unwrap();
-        assert_eq!(u.file("manifest.json"), "https://defs.example.com:443/portcullis/manifest.json");
+        assert_eq!(
+            u.file("manifest.json"),
+            "https://defs.example.com:443/portcullis/manifest.json"
+        );
         let u = PackageUrl::parse("http://127.0.0.1:8080/").unwrap();
         assert_eq!(u.file("a.hdb"), "http://127.0.0.1:8080/a.hdb");
         assert!(PackageUrl::parse("ftp://x/").is_err());
@@ -465,12 +621,17 @@ mod tests {
     fn proxy_credentials_become_a_basic_header_and_are_never_shown() {
         let p = Proxy::parse("http://user:p%40ss@127.0.0.1:3128").unwrap();
         assert_eq!(p.port, 3128);
-        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("user:p@ss"));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("user:p@ss")
+        );
         assert_eq!(p.authorization.as_deref(), Some(expected.as_str()));
         assert!(!format!("{p:?}").contains("p%40ss"));
         assert!(Proxy::parse("https://proxy:1").is_err());
         assert!(Proxy::parse("http://proxy").is_err());
-        let e = Proxy::parse("http://u:secret@proxy").unwrap_err().to_string();
+        let e = Proxy::parse("http://u:secret@proxy")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"), "{e}");
     }
 }

@@ -87,7 +87,11 @@ pub struct VersionView {
 
 impl From<&portcullis_defs::InstalledVersion> for VersionView {
     fn from(v: &portcullis_defs::InstalledVersion) -> Self {
-        VersionView { version: v.version, created: v.created, expires: v.expires }
+        VersionView {
+            version: v.version,
+            created: v.created,
+            expires: v.expires,
+        }
     }
 }
 
@@ -145,8 +149,14 @@ impl UpdateOutcome {
     /// One line for the admin.
     pub fn describe(&self) -> String {
         match self {
-            UpdateOutcome::Updated { version, from: Some(from) } => format!("updated from version {from} to {version}"),
-            UpdateOutcome::Updated { version, from: None } => format!("installed version {version}"),
+            UpdateOutcome::Updated {
+                version,
+                from: Some(from),
+            } => format!("updated from version {from} to {version}"),
+            UpdateOutcome::Updated {
+                version,
+                from: None,
+            } => format!("installed version {version}"),
             UpdateOutcome::UpToDate { version } => format!("up to date (version {version})"),
             UpdateOutcome::Disabled(why) => format!("updates disabled: {why}"),
             UpdateOutcome::Failed(why) => format!("update failed: {why}"),
@@ -205,7 +215,9 @@ pub struct Updater {
 
 impl std::fmt::Debug for Updater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Updater").field("status", &self.status()).finish()
+        f.debug_struct("Updater")
+            .field("status", &self.status())
+            .finish()
     }
 }
 
@@ -255,7 +267,9 @@ impl Updater {
                     // `update-now` ran meanwhile: plan from its result.
                     break;
                 }
-                if format!("{:?}", self.shared.snapshot().config.definitions) != format!("{section:?}") {
+                if format!("{:?}", self.shared.snapshot().config.definitions)
+                    != format!("{section:?}")
+                {
                     tracing::info!(target: "defs", "definitions settings changed: rescheduling");
                     break;
                 }
@@ -279,11 +293,19 @@ impl Updater {
             }
             None => {
                 let installed = self.status().installed;
-                let stale = installed.as_ref().is_none_or(|v| is_stale(v, section.stale_after));
+                let stale = installed
+                    .as_ref()
+                    .is_none_or(|v| is_stale(v, section.stale_after));
                 if at_start && stale {
-                    Some(Utc::now() + chrono::Duration::from_std(jitter.min(Duration::from_secs(60))).unwrap_or_default())
+                    Some(
+                        Utc::now()
+                            + chrono::Duration::from_std(jitter.min(Duration::from_secs(60)))
+                                .unwrap_or_default(),
+                    )
                 } else {
-                    let at = schedule::Schedule::of(section).next_after(&chrono::Local::now()).with_timezone(&Utc);
+                    let at = schedule::Schedule::of(section)
+                        .next_after(&chrono::Local::now())
+                        .with_timezone(&Utc);
                     Some(at + chrono::Duration::from_std(jitter).unwrap_or_default())
                 }
             }
@@ -333,8 +355,14 @@ impl Updater {
                     format!(
                         "Previous version: {}\nCreated: {}\nExpires: {}\nSignatures: {}",
                         from.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
-                        installed.as_ref().map(|v| v.created.to_rfc3339()).unwrap_or_default(),
-                        installed.as_ref().map(|v| v.expires.to_rfc3339()).unwrap_or_default(),
+                        installed
+                            .as_ref()
+                            .map(|v| v.created.to_rfc3339())
+                            .unwrap_or_default(),
+                        installed
+                            .as_ref()
+                            .map(|v| v.expires.to_rfc3339())
+                            .unwrap_or_default(),
                         self.status().signatures,
                     ),
                 ));
@@ -382,7 +410,12 @@ impl Updater {
         .await
         {
             Ok(Ok(found)) => found,
-            Ok(Err(e)) => return UpdateOutcome::Failed(format!("definitions store {}: {e}", store_dir.display())),
+            Ok(Err(e)) => {
+                return UpdateOutcome::Failed(format!(
+                    "definitions store {}: {e}",
+                    store_dir.display()
+                ));
+            }
             Err(e) => return UpdateOutcome::Failed(e),
         };
         let (store, store_status) = store;
@@ -396,13 +429,21 @@ impl Updater {
         for url in &section.urls {
             for try_number in 0..=section.retries {
                 if try_number > 0 {
-                    tokio::time::sleep(section.retry_delay + random_jitter(section.jitter.min(section.retry_delay))).await;
+                    tokio::time::sleep(
+                        section.retry_delay
+                            + random_jitter(section.jitter.min(section.retry_delay)),
+                    )
+                    .await;
                 }
-                let offered = self.fetch(&client, url, &download_dir, &keys, installed, &limits).await;
+                let offered = self
+                    .fetch(&client, url, &download_dir, &keys, installed, &limits)
+                    .await;
                 match offered {
                     Ok(Offer::UpToDate(version)) => return UpdateOutcome::UpToDate { version },
                     Ok(Offer::Downloaded(manifest)) => {
-                        return self.install(&store, &download_dir, &keys, &limits, manifest).await;
+                        return self
+                            .install(&store, &download_dir, &keys, &limits, manifest)
+                            .await;
                     }
                     Err(e) => {
                         tracing::warn!(target: "defs", url = %url, attempt = try_number + 1, error = %e, "definitions download failed");
@@ -430,15 +471,38 @@ impl Updater {
         limits: &Limits,
     ) -> Result<Offer, UrlError> {
         let base = PackageUrl::parse(url)?;
-        let local = |action: &str, e: std::io::Error| UrlError::Local(format!("cannot {action} {}: {e}", download_dir.display()));
+        let local = |action: &str, e: std::io::Error| {
+            UrlError::Local(format!("cannot {action} {}: {e}", download_dir.display()))
+        };
         if tokio::fs::try_exists(download_dir).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(download_dir).await.map_err(|e| local("empty", e))?;
+            tokio::fs::remove_dir_all(download_dir)
+                .await
+                .map_err(|e| local("empty", e))?;
         }
-        tokio::fs::create_dir_all(download_dir).await.map_err(|e| local("create", e))?;
-        let signature = client.get_bytes(&base.file(portcullis_defs::SIGNATURE_FILE), portcullis_defs::MAX_SIGNATURE_BYTES).await?;
-        let manifest = client.get_bytes(&base.file(portcullis_defs::MANIFEST_FILE), limits.max_manifest_bytes).await?;
-        tokio::fs::write(download_dir.join(portcullis_defs::SIGNATURE_FILE), &signature).await.map_err(|e| local("write into", e))?;
-        tokio::fs::write(download_dir.join(portcullis_defs::MANIFEST_FILE), &manifest).await.map_err(|e| local("write into", e))?;
+        tokio::fs::create_dir_all(download_dir)
+            .await
+            .map_err(|e| local("create", e))?;
+        let signature = client
+            .get_bytes(
+                &base.file(portcullis_defs::SIGNATURE_FILE),
+                portcullis_defs::MAX_SIGNATURE_BYTES,
+            )
+            .await?;
+        let manifest = client
+            .get_bytes(
+                &base.file(portcullis_defs::MANIFEST_FILE),
+                limits.max_manifest_bytes,
+            )
+            .await?;
+        tokio::fs::write(
+            download_dir.join(portcullis_defs::SIGNATURE_FILE),
+            &signature,
+        )
+        .await
+        .map_err(|e| local("write into", e))?;
+        tokio::fs::write(download_dir.join(portcullis_defs::MANIFEST_FILE), &manifest)
+            .await
+            .map_err(|e| local("write into", e))?;
         let verified = blocking({
             let (dir, keys, limits) = (download_dir.to_path_buf(), keys.to_vec(), *limits);
             move || portcullis_defs::verify_manifest(&dir, &keys, installed, Utc::now(), &limits)
@@ -458,7 +522,13 @@ impl Updater {
             Err(e) => return Err(e.into()),
         };
         for entry in &manifest.files {
-            download_file(client, &base.file(&entry.name), entry, &download_dir.join(&entry.name)).await?;
+            download_file(
+                client,
+                &base.file(&entry.name),
+                entry,
+                &download_dir.join(&entry.name),
+            )
+            .await?;
         }
         Ok(Offer::Downloaded(manifest))
     }
@@ -474,7 +544,12 @@ impl Updater {
         manifest: Manifest,
     ) -> UpdateOutcome {
         let result = blocking({
-            let (store, dir, keys, limits) = (store.clone(), download_dir.to_path_buf(), keys.to_vec(), *limits);
+            let (store, dir, keys, limits) = (
+                store.clone(),
+                download_dir.to_path_buf(),
+                keys.to_vec(),
+                *limits,
+            );
             move || store.install(&dir, &keys, Utc::now(), &limits)
         })
         .await;
@@ -494,7 +569,9 @@ impl Updater {
 
         let live = self.shared.snapshot();
         let spec = manifest.self_test.clone();
-        let check = blocking(move || check_live(&live, &engine, &report, &spec)).await.and_then(|r| r);
+        let check = blocking(move || check_live(&live, &engine, &report, &spec))
+            .await
+            .and_then(|r| r);
         if let Err(reason) = check {
             let why = format!("version {version} failed its self-test after the swap: {reason}");
             let rolled = self.roll_back_locked(&why).await;
@@ -510,10 +587,16 @@ impl Updater {
                 until: tokio::time::Instant::now() + probation,
                 scan_errors_at_start: self.scan_errors(),
             });
-            self.status.lock().expect("definitions status").probation_until =
+            self.status
+                .lock()
+                .expect("definitions status")
+                .probation_until =
                 Some(Utc::now() + chrono::Duration::from_std(probation).unwrap_or_default());
         }
-        UpdateOutcome::Updated { version, from: previous_version }
+        UpdateOutcome::Updated {
+            version,
+            from: previous_version,
+        }
     }
 
     /// `portcullis defs rollback`: back to the previous version, now.
@@ -537,7 +620,9 @@ impl Updater {
             Ok(v) => v,
             Err(e) => {
                 // Without a previous version on disk, at least stop using the new engine.
-                if let Some((_, engine)) = self.previous_engine.lock().expect("previous engine").take() {
+                if let Some((_, engine)) =
+                    self.previous_engine.lock().expect("previous engine").take()
+                {
                     self.switch.swap(engine);
                 }
                 return Err(e.to_string());
@@ -555,13 +640,21 @@ impl Updater {
                 match loaded {
                     Ok(Some((engine, _))) => Arc::new(engine),
                     Ok(None) => Arc::new(Engine::builtin()),
-                    Err(e) => return Err(format!("rolled back on disk to version {}, but it cannot be loaded: {e}", back.version)),
+                    Err(e) => {
+                        return Err(format!(
+                            "rolled back on disk to version {}, but it cannot be loaded: {e}",
+                            back.version
+                        ));
+                    }
                 }
             }
         };
         self.switch.swap(engine);
         *self.probation.lock().expect("probation") = None;
-        self.status.lock().expect("definitions status").probation_until = None;
+        self.status
+            .lock()
+            .expect("definitions status")
+            .probation_until = None;
         let line = format!(
             "definitions version {} rolled back to version {}",
             from.map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
@@ -587,10 +680,17 @@ impl Updater {
             let errors = self.scan_errors().saturating_sub(p.scan_errors_at_start);
             (p.version, errors, tokio::time::Instant::now() >= p.until)
         };
-        let limit = self.shared.snapshot().config.definitions.probation_max_scan_errors;
+        let limit = self
+            .shared
+            .snapshot()
+            .config
+            .definitions
+            .probation_max_scan_errors;
         if limit > 0 && errors >= limit {
             let _busy = self.busy.lock().await;
-            let reason = format!("{errors} scan errors since version {version} was swapped in (limit {limit})");
+            let reason = format!(
+                "{errors} scan errors since version {version} was swapped in (limit {limit})"
+            );
             if let Err(e) = self.roll_back_locked(&reason).await {
                 tracing::error!(target: "defs", error = %e, "automatic definitions rollback failed");
                 *self.probation.lock().expect("probation") = None;
@@ -600,13 +700,18 @@ impl Updater {
         } else if over {
             tracing::info!(target: "defs", version, scan_errors = errors, "new definitions passed probation");
             *self.probation.lock().expect("probation") = None;
-            self.status.lock().expect("definitions status").probation_until = None;
+            self.status
+                .lock()
+                .expect("definitions status")
+                .probation_until = None;
         }
     }
 
     /// Raises the stale alert when the installed version is older than `stale_after`.
     fn check_stale(&self) {
-        let Some(installed) = self.status().installed else { return };
+        let Some(installed) = self.status().installed else {
+            return;
+        };
         let stale_after = self.shared.snapshot().config.definitions.stale_after;
         if !is_stale(&installed, stale_after) {
             *self.last_stale_alert.lock().expect("stale alert") = None;
@@ -622,13 +727,23 @@ impl Updater {
         self.shared.alert(Alert::new(
             AlertKind::DefinitionsStale,
             "",
-            format!("antivirus definitions version {} are {} hours old", installed.version, age.num_hours()),
+            format!(
+                "antivirus definitions version {} are {} hours old",
+                installed.version,
+                age.num_hours()
+            ),
             format!(
                 "Created: {}\nExpires: {}\nLast attempt: {}\nLast success: {}\nLast error: {}",
                 installed.created.to_rfc3339(),
                 installed.expires.to_rfc3339(),
-                status.last_attempt.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
-                status.last_success.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
+                status
+                    .last_attempt
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "never".into()),
+                status
+                    .last_success
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "never".into()),
                 status.last_error.unwrap_or_else(|| "none".into()),
             ),
         ));
@@ -647,14 +762,22 @@ impl Updater {
                 status.previous = store.previous.as_ref().map(VersionView::from);
                 status.highest_version = store.highest_version;
             }
-            Ok(Err(e)) => tracing::warn!(target: "defs", error = %e, "cannot read the definitions store"),
-            Err(e) => tracing::warn!(target: "defs", error = %e, "cannot read the definitions store"),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "defs", error = %e, "cannot read the definitions store")
+            }
+            Err(e) => {
+                tracing::warn!(target: "defs", error = %e, "cannot read the definitions store")
+            }
         }
     }
 
     /// Scans that failed since start-up (the `scan_verdicts{verdict="error"}` counter).
     fn scan_errors(&self) -> u64 {
-        self.shared.metrics.verdicts.get_or_create(&vec![("verdict", "error")]).get()
+        self.shared
+            .metrics
+            .verdicts
+            .get_or_create(&vec![("verdict", "error")])
+            .get()
     }
 }
 
@@ -686,19 +809,28 @@ pub fn pinned_keys(entries: &[String]) -> Result<Vec<PinnedKey>, DefsError> {
 
 fn is_stale(version: &VersionView, stale_after: Duration) -> bool {
     let now = Utc::now();
-    now >= version.expires || (now - version.created).to_std().is_ok_and(|age| age > stale_after)
+    now >= version.expires
+        || (now - version.created)
+            .to_std()
+            .is_ok_and(|age| age > stale_after)
 }
 
 fn random_jitter(max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }
-    Duration::from_millis(rand::thread_rng().gen_range(0..=max.as_millis().min(u64::MAX as u128) as u64))
+    Duration::from_millis(
+        rand::thread_rng().gen_range(0..=max.as_millis().min(u64::MAX as u128) as u64),
+    )
 }
 
 /// Runs blocking work (file system, hashing, loading) on the blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| format!("internal error: {e}"))
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("internal error: {e}"))
 }
 
 /// Checks the engine the scanners now see: it is the new one, it passes the package's
@@ -728,15 +860,29 @@ fn check_live(
 
 /// Downloads one package file into `path` through [`portcullis_defs::check_file`], which reads
 /// at most one byte more than declared; the download itself is cut at the declared size too.
-async fn download_file(client: &HttpClient, url: &str, entry: &FileEntry, path: &Path) -> Result<(), UrlError> {
+async fn download_file(
+    client: &HttpClient,
+    url: &str,
+    entry: &FileEntry,
+    path: &Path,
+) -> Result<(), UrlError> {
     let mut download = client.get(url, entry.size).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let checker = tokio::task::spawn_blocking({
         let (entry, path) = (entry.clone(), path.to_path_buf());
         move || -> Result<(), UrlError> {
-            let file = std::fs::File::create(&path).map_err(|e| UrlError::Local(format!("cannot create {}: {e}", path.display())))?;
-            portcullis_defs::check_file(&entry, ChannelReader { rx, current: Bytes::new() }, &file)?;
-            file.sync_all().map_err(|e| UrlError::Local(format!("cannot write {}: {e}", path.display())))
+            let file = std::fs::File::create(&path)
+                .map_err(|e| UrlError::Local(format!("cannot create {}: {e}", path.display())))?;
+            portcullis_defs::check_file(
+                &entry,
+                ChannelReader {
+                    rx,
+                    current: Bytes::new(),
+                },
+                &file,
+            )?;
+            file.sync_all()
+                .map_err(|e| UrlError::Local(format!("cannot write {}: {e}", path.display())))
         }
     });
     let mut network = None;
@@ -756,7 +902,9 @@ async fn download_file(client: &HttpClient, url: &str, entry: &FileEntry, path: 
     }
     drop(tx);
     drop(download);
-    let checked = checker.await.map_err(|e| UrlError::Local(format!("internal error: {e}")))?;
+    let checked = checker
+        .await
+        .map_err(|e| UrlError::Local(format!("internal error: {e}")))?;
     match network {
         Some(FetchError::TooLarge { .. }) => Err(UrlError::Refused(DefsError::FileSizeMismatch {
             name: entry.name.clone(),

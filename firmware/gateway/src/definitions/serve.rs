@@ -33,7 +33,10 @@ pub fn router(dir: &Path) -> Router {
         .with_state(Arc::new(dir.to_path_buf()))
 }
 
-async fn not_found(ConnectInfo(client): ConnectInfo<SocketAddr>, uri: axum::http::Uri) -> StatusCode {
+async fn not_found(
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+) -> StatusCode {
     tracing::info!(target: "defs", client = %client, path = %uri.path(), status = 404, "definitions request");
     StatusCode::NOT_FOUND
 }
@@ -45,7 +48,9 @@ async fn file(
 ) -> Response {
     let plain = !name.is_empty()
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     let path = dir.join(&name);
     let opened = match plain {
         true => tokio::fs::File::open(&path).await.ok(),
@@ -105,7 +110,9 @@ pub async fn serve(
                     tokio::select! { r = connection => r, _ = shutdown.cancelled() => Ok(()) }
                 }
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
                             tracing::info!(target: "defs", client = %client, error = %e, "TLS handshake failed");
@@ -156,9 +163,16 @@ pub enum ServeError {
 
 /// `portcullis defs serve`: serves `dir` on `listen` (HTTPS with `tls` = (certificate chain,
 /// key) PEM files) until SIGINT or SIGTERM.
-pub async fn run(dir: &Path, listen: SocketAddr, tls: Option<(&Path, &Path)>) -> Result<(), ServeError> {
+pub async fn run(
+    dir: &Path,
+    listen: SocketAddr,
+    tls: Option<(&Path, &Path)>,
+) -> Result<(), ServeError> {
     if !dir.is_dir() {
-        return Err(ServeError::Directory { dir: dir.to_path_buf(), problem: "is not a directory".into() });
+        return Err(ServeError::Directory {
+            dir: dir.to_path_buf(),
+            problem: "is not a directory".into(),
+        });
     }
     if !dir.join(portcullis_defs::MANIFEST_FILE).is_file() {
         tracing::warn!(target: "defs", dir = %dir.display(), "no manifest.json in the directory: appliances will find no package");
@@ -167,7 +181,12 @@ pub async fn run(dir: &Path, listen: SocketAddr, tls: Option<(&Path, &Path)>) ->
         Some((cert, key)) => Some(crate::tls::server_config(cert, key, dir, "localhost")?),
         None => None,
     };
-    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { addr: listen, source })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: listen,
+            source,
+        })?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

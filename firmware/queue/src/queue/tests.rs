@@ -27,7 +27,8 @@ fn envelope(recipients: &[&str]) -> Envelope {
 }
 
 fn body(tag: &str) -> Vec<u8> {
-    format!("Message-ID: <{tag}@example.org>\r\nSubject: test {tag}\r\n\r\nHello {tag}\r\n").into_bytes()
+    format!("Message-ID: <{tag}@example.org>\r\nSubject: test {tag}\r\n\r\nHello {tag}\r\n")
+        .into_bytes()
 }
 
 /// Opens the queue, waiting briefly for sled's file lock: after a `drop` in the same process,
@@ -36,7 +37,9 @@ fn open(dir: &Path) -> (Queue, Recovery) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match Queue::open(dir, QueueConfig::default()) {
-            Err(QueueError::State(message)) if message.contains("lock") && Instant::now() < deadline => {
+            Err(QueueError::State(message))
+                if message.contains("lock") && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             result => return result.expect("queue opens"),
@@ -51,7 +54,10 @@ async fn commit(queue: &Queue, recipients: &[&str], tag: &str) -> QueueEntry {
 }
 
 fn delivered() -> RecipientStatus {
-    RecipientStatus::Delivered { at: Utc::now(), reply: "250 2.0.0 Ok".into() }
+    RecipientStatus::Delivered {
+        at: Utc::now(),
+        reply: "250 2.0.0 Ok".into(),
+    }
 }
 
 #[tokio::test]
@@ -71,8 +77,14 @@ async fn committed_message_is_found_after_reopen_with_its_bytes_and_headers() {
     assert_eq!(queue.get(&entry.id).unwrap(), entry);
     assert_eq!(queue.read_message(&entry.id).await.unwrap(), body("one"));
     let (path, offset) = queue.message_path(&entry.id).unwrap();
-    assert_eq!(std::fs::read(path).unwrap()[offset as usize..], body("one")[..]);
-    assert_eq!(queue.tracking().get(&entry.id).unwrap().events[0].kind, "received");
+    assert_eq!(
+        std::fs::read(path).unwrap()[offset as usize..],
+        body("one")[..]
+    );
+    assert_eq!(
+        queue.tracking().get(&entry.id).unwrap().events[0].kind,
+        "received"
+    );
 }
 
 #[tokio::test]
@@ -127,9 +139,21 @@ async fn entries_are_rebuilt_from_spool_files_when_the_state_database_is_lost() 
     assert_eq!(rebuilt.envelope, active.envelope);
     assert_eq!(rebuilt.size, active.size);
     assert_eq!(rebuilt.message_id, active.message_id);
-    assert!(rebuilt.recipients.iter().all(|r| r.status == RecipientStatus::Pending));
+    assert!(
+        rebuilt
+            .recipients
+            .iter()
+            .all(|r| r.status == RecipientStatus::Pending)
+    );
     assert_eq!(queue.get(&held.id).unwrap().kind, QueueKind::Hold);
-    assert_eq!(queue.counts(), QueueCounts { incoming: 1, deferred: 0, hold: 1 });
+    assert_eq!(
+        queue.counts(),
+        QueueCounts {
+            incoming: 1,
+            deferred: 0,
+            hold: 1
+        }
+    );
 }
 
 #[tokio::test]
@@ -156,7 +180,10 @@ async fn hold_survives_reopen_and_release_makes_the_message_due() {
     assert!(queue.layout().file(SpoolDir::Hold, &entry.id).exists());
     assert!(!queue.layout().file(SpoolDir::Active, &entry.id).exists());
     assert!(queue.due(Utc::now(), 10).is_empty());
-    assert!(matches!(queue.begin_attempt(&entry.id).await, Err(QueueError::Held(_))));
+    assert!(matches!(
+        queue.begin_attempt(&entry.id).await,
+        Err(QueueError::Held(_))
+    ));
     drop(queue);
 
     let (queue, _) = open(dir.path());
@@ -166,13 +193,23 @@ async fn hold_survives_reopen_and_release_makes_the_message_due() {
     assert_eq!(queue.read_message(&entry.id).await.unwrap(), body("h"));
 
     queue.release(&entry.id).await.unwrap();
-    assert!(matches!(queue.release(&entry.id).await, Err(QueueError::NotHeld(_))));
+    assert!(matches!(
+        queue.release(&entry.id).await,
+        Err(QueueError::NotHeld(_))
+    ));
     let released = queue.get(&entry.id).unwrap();
     assert_eq!(released.kind, QueueKind::Incoming);
     assert_eq!(released.hold_reason, None);
     assert!(queue.layout().file(SpoolDir::Active, &entry.id).exists());
     assert_eq!(queue.due(Utc::now(), 10).len(), 1);
-    let kinds: Vec<String> = queue.tracking().get(&entry.id).unwrap().events.into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = queue
+        .tracking()
+        .get(&entry.id)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["received", "held", "released"]);
 }
 
@@ -181,7 +218,10 @@ async fn a_file_in_hold_whose_entry_says_active_is_treated_as_held() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _) = open(dir.path());
     let entry = commit(&queue, &["bob@example.com"], "x").await;
-    let (active, hold) = (queue.layout().file(SpoolDir::Active, &entry.id), queue.layout().file(SpoolDir::Hold, &entry.id));
+    let (active, hold) = (
+        queue.layout().file(SpoolDir::Active, &entry.id),
+        queue.layout().file(SpoolDir::Hold, &entry.id),
+    );
     drop(queue);
     // A crash between the rename and the entry update of `hold`.
     std::fs::rename(active, hold).unwrap();
@@ -199,8 +239,14 @@ async fn interrupted_attempts_count_as_duplicates_and_three_crashes_hold_the_mes
         let (queue, _) = open(dir.path());
         let attempt = queue.begin_attempt(&entry.id).await.unwrap();
         assert!(attempt.in_flight);
-        assert!(queue.due(Utc::now(), 10).is_empty(), "an in-flight message is not due");
-        assert!(matches!(queue.begin_attempt(&entry.id).await, Err(QueueError::InFlight(_))));
+        assert!(
+            queue.due(Utc::now(), 10).is_empty(),
+            "an in-flight message is not due"
+        );
+        assert!(matches!(
+            queue.begin_attempt(&entry.id).await,
+            Err(QueueError::InFlight(_))
+        ));
         // The process "dies" here: no end_attempt.
         drop(queue);
         let (queue, recovery) = open(dir.path());
@@ -231,12 +277,18 @@ async fn end_attempt_with_every_recipient_final_removes_file_and_entry() {
     let entry = commit(&queue, &["bob@example.com", "carol@example.com"], "d").await;
     let mut attempt = queue.begin_attempt(&entry.id).await.unwrap();
     attempt.recipients[0].status = delivered();
-    attempt.recipients[1].status = RecipientStatus::Bounced { at: Utc::now(), reply: "550 5.1.1 no".into() };
+    attempt.recipients[1].status = RecipientStatus::Bounced {
+        at: Utc::now(),
+        reply: "550 5.1.1 no".into(),
+    };
     attempt.attempts += 1;
     queue.end_attempt(attempt).await.unwrap();
     assert!(queue.get(&entry.id).is_none());
     assert!(!queue.layout().file(SpoolDir::Active, &entry.id).exists());
-    assert_eq!(queue.tracking().get(&entry.id).unwrap().outcome, Some(Outcome::PartiallyDelivered));
+    assert_eq!(
+        queue.tracking().get(&entry.id).unwrap().outcome,
+        Some(Outcome::PartiallyDelivered)
+    );
     drop(queue);
     let (_, recovery) = open(dir.path());
     assert_eq!(recovery.messages, 0);
@@ -250,7 +302,10 @@ async fn end_attempt_with_some_recipients_deferred_keeps_the_file_and_records_th
     let mut attempt = queue.begin_attempt(&entry.id).await.unwrap();
     let later = Utc::now() + chrono::Duration::minutes(5);
     attempt.recipients[0].status = delivered();
-    attempt.recipients[1].status = RecipientStatus::Deferred { at: Utc::now(), reply: "451 4.3.0 later".into() };
+    attempt.recipients[1].status = RecipientStatus::Deferred {
+        at: Utc::now(),
+        reply: "451 4.3.0 later".into(),
+    };
     attempt.attempts = 1;
     attempt.kind = QueueKind::Deferred;
     attempt.next_attempt = later;
@@ -281,8 +336,14 @@ async fn delete_removes_file_entry_and_records_the_outcome() {
     queue.delete(&entry.id).await.unwrap();
     assert!(queue.get(&entry.id).is_none());
     assert!(!queue.layout().file(SpoolDir::Hold, &entry.id).exists());
-    assert!(matches!(queue.delete(&entry.id).await, Err(QueueError::NotFound(_))));
-    assert_eq!(queue.tracking().get(&entry.id).unwrap().outcome, Some(Outcome::Deleted));
+    assert!(matches!(
+        queue.delete(&entry.id).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(
+        queue.tracking().get(&entry.id).unwrap().outcome,
+        Some(Outcome::Deleted)
+    );
 }
 
 #[tokio::test]
@@ -292,9 +353,21 @@ async fn corrupt_spool_files_are_moved_to_corrupt_and_startup_goes_on() {
     let good = commit(&queue, &["bob@example.com"], "good").await;
     let bad_magic = QueueId::generate();
     let bad_json = QueueId::generate();
-    std::fs::write(queue.layout().file(SpoolDir::Active, &bad_magic), b"garbage\n").unwrap();
-    std::fs::write(queue.layout().file(SpoolDir::Hold, &bad_json), b"PORTCULLIS-SPOOL 1\n{\"sender\":\n").unwrap();
-    std::fs::write(queue.layout().dir(SpoolDir::Active).join("notes.txt"), b"hello").unwrap();
+    std::fs::write(
+        queue.layout().file(SpoolDir::Active, &bad_magic),
+        b"garbage\n",
+    )
+    .unwrap();
+    std::fs::write(
+        queue.layout().file(SpoolDir::Hold, &bad_json),
+        b"PORTCULLIS-SPOOL 1\n{\"sender\":\n",
+    )
+    .unwrap();
+    std::fs::write(
+        queue.layout().dir(SpoolDir::Active).join("notes.txt"),
+        b"hello",
+    )
+    .unwrap();
     drop(queue);
 
     let (queue, recovery) = open(dir.path());
@@ -305,7 +378,10 @@ async fn corrupt_spool_files_are_moved_to_corrupt_and_startup_goes_on() {
     assert!(corrupt.join(bad_magic.as_str()).exists());
     assert!(corrupt.join(bad_json.as_str()).exists());
     assert!(corrupt.join("notes.txt").exists());
-    assert_eq!(std::fs::read(corrupt.join(bad_magic.as_str())).unwrap(), b"garbage\n");
+    assert_eq!(
+        std::fs::read(corrupt.join(bad_magic.as_str())).unwrap(),
+        b"garbage\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +392,9 @@ async fn group_commit_needs_far_fewer_directory_fsyncs_than_commits() {
     let tasks: Vec<_> = (0..COMMITS)
         .map(|n| {
             let queue = queue.clone();
-            tokio::spawn(async move { commit(&queue, &["bob@example.com"], &format!("g{n}")).await })
+            tokio::spawn(
+                async move { commit(&queue, &["bob@example.com"], &format!("g{n}")).await },
+            )
         })
         .collect();
     for task in tasks {
@@ -325,13 +403,23 @@ async fn group_commit_needs_far_fewer_directory_fsyncs_than_commits() {
     let fsyncs = queue.dir_fsyncs();
     eprintln!("{COMMITS} concurrent commits needed {fsyncs} directory fsyncs");
     assert_eq!(queue.list().len(), COMMITS);
-    assert!(fsyncs * 4 <= COMMITS as u64, "{fsyncs} directory fsyncs for {COMMITS} commits");
+    assert!(
+        fsyncs * 4 <= COMMITS as u64,
+        "{fsyncs} directory fsyncs for {COMMITS} commits"
+    );
 }
 
 #[tokio::test]
 async fn without_fsync_no_directory_is_synced() {
     let dir = tempfile::tempdir().unwrap();
-    let (queue, _) = Queue::open(dir.path(), QueueConfig { fsync: false, ..QueueConfig::default() }).unwrap();
+    let (queue, _) = Queue::open(
+        dir.path(),
+        QueueConfig {
+            fsync: false,
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap();
     commit(&queue, &["bob@example.com"], "nofsync").await;
     assert_eq!(queue.dir_fsyncs(), 0);
 }
@@ -351,10 +439,23 @@ async fn a_draft_whose_write_failed_is_refused_at_commit() {
 
 #[test]
 fn no_space_left_is_reported_as_disk_full_in_words_an_admin_understands() {
-    let error = QueueError::io("write spool file", Path::new("/var/q/tmp/X"), std::io::Error::from_raw_os_error(libc::ENOSPC));
+    let error = QueueError::io(
+        "write spool file",
+        Path::new("/var/q/tmp/X"),
+        std::io::Error::from_raw_os_error(libc::ENOSPC),
+    );
     assert!(error.is_disk_full());
-    assert!(error.to_string().starts_with("queue disk is full: cannot write spool file /var/q/tmp/X"), "{error}");
-    let other = QueueError::io("write spool file", Path::new("/x"), std::io::Error::from_raw_os_error(libc::EIO));
+    assert!(
+        error
+            .to_string()
+            .starts_with("queue disk is full: cannot write spool file /var/q/tmp/X"),
+        "{error}"
+    );
+    let other = QueueError::io(
+        "write spool file",
+        Path::new("/x"),
+        std::io::Error::from_raw_os_error(libc::EIO),
+    );
     assert!(!other.is_disk_full());
 }
 
@@ -371,7 +472,10 @@ async fn a_second_open_of_the_same_queue_fails_and_leaves_drafts_alone() {
 #[test]
 fn open_outside_a_runtime_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(Queue::open(dir.path(), QueueConfig::default()), Err(QueueError::NoRuntime)));
+    assert!(matches!(
+        Queue::open(dir.path(), QueueConfig::default()),
+        Err(QueueError::NoRuntime)
+    ));
 }
 
 #[tokio::test]
@@ -380,7 +484,9 @@ async fn commit_wakes_the_scheduler() {
     let (queue, _) = open(dir.path());
     let notify = queue.notify_new();
     commit(&queue, &["bob@example.com"], "n").await;
-    tokio::time::timeout(Duration::from_secs(1), notify.notified()).await.expect("notified");
+    tokio::time::timeout(Duration::from_secs(1), notify.notified())
+        .await
+        .expect("notified");
 }
 
 const KILL9_DIR: &str = "PORTCULLIS_QUEUE_KILL9_DIR";
@@ -389,8 +495,14 @@ const KILL9_DIR: &str = "PORTCULLIS_QUEUE_KILL9_DIR";
 #[test]
 #[ignore = "runs only as the child process of commits_acknowledged_before_kill_9_survive_it"]
 fn kill9_child_commits_until_killed() {
-    let Ok(dir) = std::env::var(KILL9_DIR) else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Ok(dir) = std::env::var(KILL9_DIR) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let (queue, _) = open(Path::new(&dir));
         let writers: Vec<_> = (0..8)
@@ -422,7 +534,13 @@ fn kill9_child_commits_until_killed() {
 fn commits_acknowledged_before_kill_9_survive_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "queue::tests::kill9_child_commits_until_killed", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "queue::tests::kill9_child_commits_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(KILL9_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -446,9 +564,16 @@ fn commits_acknowledged_before_kill_9_survive_it() {
             acked.push(id.parse::<QueueId>().unwrap());
         }
     }
-    assert!(acked.len() >= 50, "child acknowledged only {} messages", acked.len());
+    assert!(
+        acked.len() >= 50,
+        "child acknowledged only {} messages",
+        acked.len()
+    );
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let (queue, recovery) = open(dir.path());
         eprintln!("kill -9 after {} acks: {recovery:?}", acked.len());
@@ -477,12 +602,21 @@ async fn mark_scanned_survives_reopen_but_a_rebuilt_entry_is_unscanned_again() {
     let (queue, recovery) = open(dir.path());
     assert_eq!(recovery.rebuilt_entries, 1);
     assert!(!queue.get(&entry.id).unwrap().scanned);
-    assert!(matches!(queue.mark_scanned(&QueueId::generate()).await, Err(QueueError::NotFound(_))));
+    assert!(matches!(
+        queue.mark_scanned(&QueueId::generate()).await,
+        Err(QueueError::NotFound(_))
+    ));
 }
 
 #[test]
 fn an_entry_stored_before_scanning_existed_reads_as_unscanned() {
-    let entry = QueueEntry::new(QueueId::generate(), envelope(&["bob@example.com"]), 1, None, None);
+    let entry = QueueEntry::new(
+        QueueId::generate(),
+        envelope(&["bob@example.com"]),
+        1,
+        None,
+        None,
+    );
     let mut json: serde_json::Value = serde_json::to_value(&entry).unwrap();
     json.as_object_mut().unwrap().remove("scanned");
     let read: QueueEntry = serde_json::from_value(json).unwrap();
@@ -494,10 +628,18 @@ async fn delete_with_reason_records_the_reason_instead_of_an_admin() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _) = open(dir.path());
     let entry = commit(&queue, &["bob@example.com"], "drop").await;
-    queue.delete_with_reason(&entry.id, "dropped: virus X").await.unwrap();
+    queue
+        .delete_with_reason(&entry.id, "dropped: virus X")
+        .await
+        .unwrap();
     assert!(queue.get(&entry.id).is_none());
     assert!(!queue.layout().file(SpoolDir::Active, &entry.id).exists());
     let record = queue.tracking().get(&entry.id).unwrap();
     assert_eq!(record.outcome, Some(Outcome::Deleted));
-    assert!(record.events.iter().any(|e| e.kind == "deleted" && e.detail == "dropped: virus X"));
+    assert!(
+        record
+            .events
+            .iter()
+            .any(|e| e.kind == "deleted" && e.detail == "dropped: virus X")
+    );
 }

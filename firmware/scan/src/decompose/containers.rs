@@ -19,7 +19,12 @@ pub(super) struct Budget<'l> {
 
 impl<'l> Budget<'l> {
     pub(super) fn new(limits: &'l Limits, started: Instant) -> Self {
-        Budget { limits, deadline: started + limits.max_time, files: 0, extracted: 0 }
+        Budget {
+            limits,
+            deadline: started + limits.max_time,
+            files: 0,
+            extracted: 0,
+        }
     }
 
     /// Counts one more part; returns the limit hit if this one is too many or time is up.
@@ -28,17 +33,24 @@ impl<'l> Budget<'l> {
             return Some(hit);
         }
         self.files += 1;
-        (self.files > u64::from(self.limits.max_files)).then_some(LimitHit::Files { limit: self.limits.max_files })
+        (self.files > u64::from(self.limits.max_files)).then_some(LimitHit::Files {
+            limit: self.limits.max_files,
+        })
     }
 
     /// Whether `pending` members extracted but not yet counted would already exceed the file limit.
     fn files_full(&self, pending: usize) -> Option<LimitHit> {
-        (self.files + pending as u64 >= u64::from(self.limits.max_files))
-            .then_some(LimitHit::Files { limit: self.limits.max_files })
+        (self.files + pending as u64 >= u64::from(self.limits.max_files)).then_some(
+            LimitHit::Files {
+                limit: self.limits.max_files,
+            },
+        )
     }
 
     fn time_up(&self) -> Option<LimitHit> {
-        (Instant::now() >= self.deadline).then_some(LimitHit::Time { limit: self.limits.max_time })
+        (Instant::now() >= self.deadline).then_some(LimitHit::Time {
+            limit: self.limits.max_time,
+        })
     }
 }
 
@@ -77,7 +89,13 @@ struct RatioBase {
 
 /// Opens a container of type `kind` at `path`. `name` is the container's file name, used to name the content
 /// of single-file compressors (gzip, bzip2, xz), which may not store one.
-pub(super) fn open(kind: FileType, data: &[u8], path: &PartPath, name: Option<&str>, budget: &mut Budget<'_>) -> Opened {
+pub(super) fn open(
+    kind: FileType,
+    data: &[u8],
+    path: &PartPath,
+    name: Option<&str>,
+    budget: &mut Budget<'_>,
+) -> Opened {
     // Defence in depth: the decoders are third-party code fed with hostile input. A panic in one of them must
     // cost only this container, never the gateway.
     let result = catch_unwind(AssertUnwindSafe(|| match kind {
@@ -90,13 +108,20 @@ pub(super) fn open(kind: FileType, data: &[u8], path: &PartPath, name: Option<&s
         _ => Opened::default(),
     }));
     result.unwrap_or_else(|_| Opened {
-        findings: vec![Finding::Damaged { path: path.clone(), reason: "decoder failed on malformed data".to_owned() }],
+        findings: vec![Finding::Damaged {
+            path: path.clone(),
+            reason: "decoder failed on malformed data".to_owned(),
+        }],
         ..Opened::default()
     })
 }
 
 /// Reads `reader` to its end or until a limit stops it; never holds more than the allowed bytes plus one chunk.
-fn read_bounded(reader: &mut dyn Read, ratio: Option<RatioBase>, budget: &mut Budget<'_>) -> (Vec<u8>, ReadEnd) {
+fn read_bounded(
+    reader: &mut dyn Read,
+    ratio: Option<RatioBase>,
+    budget: &mut Budget<'_>,
+) -> (Vec<u8>, ReadEnd) {
     let limits = budget.limits;
     let remaining_total = limits.max_total_bytes.saturating_sub(budget.extracted);
     let ratio_cap = ratio.map(|r| {
@@ -120,11 +145,15 @@ fn read_bounded(reader: &mut dyn Read, ratio: Option<RatioBase>, budget: &mut Bu
                 if out.len() as u64 > cap {
                     let seen = out.len() as u64;
                     break match (ratio, ratio_cap) {
-                        (Some(base), Some(rc)) if rc <= remaining_total => ReadEnd::Limit(LimitHit::CompressionRatio {
-                            ratio: (base.already + seen) / base.compressed.max(1),
-                            limit: limits.max_compression_ratio,
+                        (Some(base), Some(rc)) if rc <= remaining_total => {
+                            ReadEnd::Limit(LimitHit::CompressionRatio {
+                                ratio: (base.already + seen) / base.compressed.max(1),
+                                limit: limits.max_compression_ratio,
+                            })
+                        }
+                        _ => ReadEnd::Limit(LimitHit::TotalBytes {
+                            limit: limits.max_total_bytes,
                         }),
-                        _ => ReadEnd::Limit(LimitHit::TotalBytes { limit: limits.max_total_bytes }),
                     };
                 }
             }
@@ -141,8 +170,13 @@ impl Opened {
     fn record(&mut self, end: ReadEnd, container: &PartPath, member: &PartPath) -> bool {
         match end {
             ReadEnd::Complete => true,
-            ReadEnd::Limit(hit @ (LimitHit::CompressionRatio { .. } | LimitHit::DecoderMemory { .. })) => {
-                self.findings.push(Finding::LimitExceeded { limit: hit, path: member.clone() });
+            ReadEnd::Limit(
+                hit @ (LimitHit::CompressionRatio { .. } | LimitHit::DecoderMemory { .. }),
+            ) => {
+                self.findings.push(Finding::LimitExceeded {
+                    limit: hit,
+                    path: member.clone(),
+                });
                 false
             }
             ReadEnd::Limit(hit) => {
@@ -150,22 +184,36 @@ impl Opened {
                 false
             }
             ReadEnd::Failed(reason) => {
-                self.findings.push(Finding::Damaged { path: container.clone(), reason });
+                self.findings.push(Finding::Damaged {
+                    path: container.clone(),
+                    reason,
+                });
                 false
             }
         }
     }
 
     fn damaged(&mut self, path: &PartPath, reason: impl ToString) {
-        self.findings.push(Finding::Damaged { path: path.clone(), reason: reason.to_string() });
+        self.findings.push(Finding::Damaged {
+            path: path.clone(),
+            reason: reason.to_string(),
+        });
     }
 }
 
 /// Makes a member path safe to show: no control characters, no leading `/` or `./`, bounded length.
 fn member_name(raw: &str) -> String {
     let trimmed = raw.trim_start_matches(['/', '\\']).trim_start_matches("./");
-    let name: String = trimmed.chars().take(1024).map(|c| if c.is_control() { '?' } else { c }).collect();
-    if name.is_empty() { "(unnamed)".to_owned() } else { name }
+    let name: String = trimmed
+        .chars()
+        .take(1024)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if name.is_empty() {
+        "(unnamed)".to_owned()
+    } else {
+        name
+    }
 }
 
 fn open_zip(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
@@ -179,7 +227,10 @@ fn open_zip(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
     };
     let limits = budget.limits;
     for index in 0..archive.len() {
-        if let Some(hit) = budget.time_up().or_else(|| budget.files_full(opened.members.len())) {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
             opened.halt = Some((hit, path.clone()));
             return opened;
         }
@@ -202,13 +253,19 @@ fn open_zip(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
         }
         let member_path = path.child(&name);
         if encrypted {
-            opened.findings.push(Finding::Encrypted { path: member_path });
+            opened
+                .findings
+                .push(Finding::Encrypted { path: member_path });
             continue;
         }
         let declared_ratio = declared / compressed.max(1);
-        if declared > limits.ratio_check_min_bytes && declared_ratio > limits.max_compression_ratio {
+        if declared > limits.ratio_check_min_bytes && declared_ratio > limits.max_compression_ratio
+        {
             opened.findings.push(Finding::LimitExceeded {
-                limit: LimitHit::CompressionRatio { ratio: declared_ratio, limit: limits.max_compression_ratio },
+                limit: LimitHit::CompressionRatio {
+                    ratio: declared_ratio,
+                    limit: limits.max_compression_ratio,
+                },
                 path: member_path,
             });
             continue;
@@ -220,10 +277,20 @@ fn open_zip(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
                 continue;
             }
         };
-        let (bytes, end) = read_bounded(&mut file, Some(RatioBase { compressed, already: 0 }), budget);
+        let (bytes, end) = read_bounded(
+            &mut file,
+            Some(RatioBase {
+                compressed,
+                already: 0,
+            }),
+            budget,
+        );
         let keep = opened.record(end, path, &member_path);
         if keep {
-            opened.members.push(Member { name, bytes: bytes.into() });
+            opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
         }
         if opened.halt.is_some() {
             return opened;
@@ -239,7 +306,13 @@ enum StreamKind {
     Xz,
 }
 
-fn open_stream(data: &[u8], path: &PartPath, name: Option<&str>, budget: &mut Budget<'_>, kind: StreamKind) -> Opened {
+fn open_stream(
+    data: &[u8],
+    path: &PartPath,
+    name: Option<&str>,
+    budget: &mut Budget<'_>,
+    kind: StreamKind,
+) -> Opened {
     let mut opened = Opened::default();
     let memory_kb = u32::try_from(budget.limits.max_decoder_memory / 1024).unwrap_or(u32::MAX);
     let mut reader: Box<dyn Read> = match kind {
@@ -249,19 +322,31 @@ fn open_stream(data: &[u8], path: &PartPath, name: Option<&str>, budget: &mut Bu
     };
     let inner = inner_name(name, kind);
     let member_path = path.child(&inner);
-    let (bytes, end) =
-        read_bounded(&mut reader, Some(RatioBase { compressed: data.len() as u64, already: 0 }), budget);
+    let (bytes, end) = read_bounded(
+        &mut reader,
+        Some(RatioBase {
+            compressed: data.len() as u64,
+            already: 0,
+        }),
+        budget,
+    );
     match end {
         // A truncated stream still yields what was decoded before the damage; scanners see that much.
         ReadEnd::Failed(reason) => {
             opened.damaged(path, reason);
             if !bytes.is_empty() {
-                opened.members.push(Member { name: inner, bytes: bytes.into() });
+                opened.members.push(Member {
+                    name: inner,
+                    bytes: bytes.into(),
+                });
             }
         }
         end => {
             if opened.record(end, path, &member_path) {
-                opened.members.push(Member { name: inner, bytes: bytes.into() });
+                opened.members.push(Member {
+                    name: inner,
+                    bytes: bytes.into(),
+                });
             }
         }
     }
@@ -271,14 +356,26 @@ fn open_stream(data: &[u8], path: &PartPath, name: Option<&str>, budget: &mut Bu
 /// The name of what a single-file compressor holds: `a.tar.gz` → `a.tar`, `a.tgz` → `a.tar`.
 fn inner_name(outer: Option<&str>, kind: StreamKind) -> String {
     let suffixes: &[(&str, &str)] = match kind {
-        StreamKind::Gzip => &[(".gz", ""), (".gzip", ""), (".tgz", ".tar"), (".taz", ".tar")],
-        StreamKind::Bzip2 => &[(".bz2", ""), (".bz", ""), (".tbz2", ".tar"), (".tbz", ".tar")],
+        StreamKind::Gzip => &[
+            (".gz", ""),
+            (".gzip", ""),
+            (".tgz", ".tar"),
+            (".taz", ".tar"),
+        ],
+        StreamKind::Bzip2 => &[
+            (".bz2", ""),
+            (".bz", ""),
+            (".tbz2", ".tar"),
+            (".tbz", ".tar"),
+        ],
         StreamKind::Xz => &[(".xz", ""), (".txz", ".tar")],
     };
     if let Some(outer) = outer {
         let lower = outer.to_ascii_lowercase();
         for (suffix, replacement) in suffixes {
-            if lower.ends_with(suffix) && lower.len() > suffix.len() && outer.is_char_boundary(outer.len() - suffix.len())
+            if lower.ends_with(suffix)
+                && lower.len() > suffix.len()
+                && outer.is_char_boundary(outer.len() - suffix.len())
             {
                 return format!("{}{}", &outer[..outer.len() - suffix.len()], replacement);
             }
@@ -298,7 +395,10 @@ fn open_tar(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
         }
     };
     for entry in entries {
-        if let Some(hit) = budget.time_up().or_else(|| budget.files_full(opened.members.len())) {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
             opened.halt = Some((hit, path.clone()));
             return opened;
         }
@@ -317,7 +417,10 @@ fn open_tar(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
         // tar stores without compression, so only the total-size limit applies.
         let (bytes, end) = read_bounded(&mut entry, None, budget);
         if opened.record(end, path, &member_path) {
-            opened.members.push(Member { name, bytes: bytes.into() });
+            opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
         }
         if opened.halt.is_some() {
             return opened;
@@ -333,22 +436,26 @@ fn open_7z(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
     let limits = budget.limits;
     let memory_kb = usize::try_from(limits.max_decoder_memory / 1024).unwrap_or(usize::MAX);
     let classify = |e: Error, opened: &mut Opened| match e {
-        Error::PasswordRequired | Error::MaybeBadPassword(_) => {
-            opened.findings.push(Finding::Encrypted { path: path.clone() })
-        }
+        Error::PasswordRequired | Error::MaybeBadPassword(_) => opened
+            .findings
+            .push(Finding::Encrypted { path: path.clone() }),
         Error::MaxMemLimited { .. } => opened.findings.push(Finding::LimitExceeded {
-            limit: LimitHit::DecoderMemory { limit: limits.max_decoder_memory },
+            limit: LimitHit::DecoderMemory {
+                limit: limits.max_decoder_memory,
+            },
             path: path.clone(),
         }),
         other => opened.damaged(path, other),
     };
-    let mut reader = match ArchiveReader::new_with_memory_limit(Cursor::new(data), Password::empty(), memory_kb) {
-        Ok(reader) => reader,
-        Err(e) => {
-            classify(e, &mut opened);
-            return opened;
-        }
-    };
+    let mut reader =
+        match ArchiveReader::new_with_memory_limit(Cursor::new(data), Password::empty(), memory_kb)
+        {
+            Ok(reader) => reader,
+            Err(e) => {
+                classify(e, &mut opened);
+                return opened;
+            }
+        };
     // One decoder thread: the appliance has two cores and other messages to scan.
     reader.set_thread_count(1);
     let compressed = data.len() as u64;
@@ -357,27 +464,46 @@ fn open_7z(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
         if entry.is_directory || entry.is_anti_item {
             return Ok(EntryDecision::Continue);
         }
-        if let Some(hit) = budget.time_up().or_else(|| budget.files_full(opened.members.len())) {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
             opened.halt = Some((hit, path.clone()));
             return Ok(EntryDecision::Stop);
         }
         let name = member_name(&entry.name);
         let member_path = path.child(&name);
-        let (bytes, end) = read_bounded(content, Some(RatioBase { compressed, already: produced }), budget);
+        let (bytes, end) = read_bounded(
+            content,
+            Some(RatioBase {
+                compressed,
+                already: produced,
+            }),
+            budget,
+        );
         produced += bytes.len() as u64;
         let complete = matches!(end, ReadEnd::Complete);
         if let ReadEnd::Failed(reason) = &end
             && opened.findings.is_empty()
             && reason.to_ascii_lowercase().contains("password")
         {
-            opened.findings.push(Finding::Encrypted { path: member_path });
+            opened
+                .findings
+                .push(Finding::Encrypted { path: member_path });
             return Ok(EntryDecision::Stop);
         }
         if opened.record(end, path, &member_path) {
-            opened.members.push(Member { name, bytes: bytes.into() });
+            opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
         }
         // Continue would make the reader decode (and drain) the rest of an over-limit member: stop instead.
-        Ok(if complete { EntryDecision::Continue } else { EntryDecision::Stop })
+        Ok(if complete {
+            EntryDecision::Continue
+        } else {
+            EntryDecision::Stop
+        })
     });
     if let Err(e) = result {
         classify(e, &mut opened);

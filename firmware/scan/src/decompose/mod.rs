@@ -10,7 +10,9 @@ use bytes::Bytes;
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{Encoding, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Encoding, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use crate::filetype::FileType;
 use crate::finding::{Finding, LimitHit};
@@ -36,7 +38,9 @@ pub fn decompose(raw: &[u8], limits: &Limits) -> Decomposition {
     match parsed {
         Ok(Some(message)) => {
             let walked = catch_unwind(AssertUnwindSafe(|| {
-                walker.out.subject = message.subject().map(|s| cap_text(s.to_owned(), limits.max_text_bytes));
+                walker.out.subject = message
+                    .subject()
+                    .map(|s| cap_text(s.to_owned(), limits.max_text_bytes));
                 walker.out.header_text = cap_text(header_text(&message), limits.max_text_bytes);
                 walker.walk_message(&message, &PartPath::message(), 0, None, true);
                 drop_flat(message);
@@ -147,7 +151,11 @@ impl Walker<'_> {
             };
             let path = base.child(&segment);
             let carrier = carrier.cloned().unwrap_or_else(|| path.clone());
-            let role = if top && is_body && file_name.is_none() { PartRole::Body } else { PartRole::Attachment };
+            let role = if top && is_body && file_name.is_none() {
+                PartRole::Body
+            } else {
+                PartRole::Attachment
+            };
             let declared_type = part.content_type().map(|ct| match ct.subtype() {
                 Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
                 None => ct.ctype().to_ascii_lowercase(),
@@ -158,7 +166,9 @@ impl Walker<'_> {
                 PartType::Html(html) => Some(html_to_text(html)),
                 _ => None,
             };
-            let is_message = declared_type.as_deref().is_some_and(|t| t.starts_with("message/rfc822") || t == "message/global");
+            let is_message = declared_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("message/rfc822") || t == "message/global");
             let spec = PartSpec {
                 path: path.clone(),
                 carrier: carrier.clone(),
@@ -169,7 +179,10 @@ impl Walker<'_> {
                 role,
                 text: if is_message { None } else { text },
             };
-            if !self.add_part_inner(spec, !is_message && !matches!(part.body, PartType::Message(_))) {
+            if !self.add_part_inner(
+                spec,
+                !is_message && !matches!(part.body, PartType::Message(_)),
+            ) {
                 continue;
             }
             // An attached message is a container: its own parts follow it one level deeper. mail-parser stops
@@ -186,7 +199,9 @@ impl Walker<'_> {
             if let Some(nested) = nested {
                 if depth + 1 > self.limits.max_depth {
                     self.finding(Finding::LimitExceeded {
-                        limit: LimitHit::Depth { limit: self.limits.max_depth },
+                        limit: LimitHit::Depth {
+                            limit: self.limits.max_depth,
+                        },
                         path,
                     });
                 } else {
@@ -230,8 +245,13 @@ impl Walker<'_> {
             text,
         };
         tracing::trace!(path = %part.path, true_type = %part.true_type, size = part.size(), "part");
-        let (path, carrier, bytes, depth, name) =
-            (part.path.clone(), part.carrier.clone(), part.bytes.clone(), part.depth, part.file_name.clone());
+        let (path, carrier, bytes, depth, name) = (
+            part.path.clone(),
+            part.carrier.clone(),
+            part.bytes.clone(),
+            part.depth,
+            part.file_name.clone(),
+        );
         self.out.parts.push(part);
         if !open {
             return true;
@@ -239,7 +259,12 @@ impl Walker<'_> {
         // uuencoded files (x-uuencode parts, or inline in a text body) are members of the part.
         if matches!(true_type, FileType::Text) && bytes.windows(6).any(|w| w == b"begin ") {
             if depth + 1 > self.limits.max_depth {
-                self.finding(Finding::LimitExceeded { limit: LimitHit::Depth { limit: self.limits.max_depth }, path });
+                self.finding(Finding::LimitExceeded {
+                    limit: LimitHit::Depth {
+                        limit: self.limits.max_depth,
+                    },
+                    path,
+                });
                 return true;
             }
             for file in uu::find(&bytes, self.limits.max_files as usize) {
@@ -264,13 +289,22 @@ impl Walker<'_> {
             return true;
         }
         if true_type.is_unopened_container() {
-            self.finding(Finding::NotOpened { path, format: true_type });
+            self.finding(Finding::NotOpened {
+                path,
+                format: true_type,
+            });
         } else if true_type.is_opened_container() {
             if depth + 1 > self.limits.max_depth {
-                self.finding(Finding::LimitExceeded { limit: LimitHit::Depth { limit: self.limits.max_depth }, path });
+                self.finding(Finding::LimitExceeded {
+                    limit: LimitHit::Depth {
+                        limit: self.limits.max_depth,
+                    },
+                    path,
+                });
                 return true;
             }
-            let opened = containers::open(true_type, &bytes, &path, name.as_deref(), &mut self.budget);
+            let opened =
+                containers::open(true_type, &bytes, &path, name.as_deref(), &mut self.budget);
             for finding in opened.findings {
                 self.finding(finding);
             }
@@ -333,10 +367,14 @@ fn drop_flat(message: Message<'_>) {
 fn transfer_decoded(part: &MessagePart<'_>, raw: &[u8]) -> Bytes {
     let encoded = raw.get(part.offset_body as usize..part.offset_end as usize);
     let decoded = match (part.encoding, encoded, &part.body) {
-        (_, _, PartType::Binary(b) | PartType::InlineBinary(b)) => return Bytes::copy_from_slice(b),
+        (_, _, PartType::Binary(b) | PartType::InlineBinary(b)) => {
+            return Bytes::copy_from_slice(b);
+        }
         (Encoding::Base64, Some(encoded), _) => base64_decode(encoded),
         (Encoding::QuotedPrintable, Some(encoded), _) => quoted_printable_decode(encoded),
-        (Encoding::None, Some(encoded), PartType::Text(_) | PartType::Html(_)) => Some(encoded.to_vec()),
+        (Encoding::None, Some(encoded), PartType::Text(_) | PartType::Html(_)) => {
+            Some(encoded.to_vec())
+        }
         _ => None,
     };
     match decoded {
@@ -348,7 +386,9 @@ fn transfer_decoded(part: &MessagePart<'_>, raw: &[u8]) -> Bytes {
 /// Text of a part that mail-parser did not treat as text (archive members, octet-stream attachments).
 fn text_of(true_type: FileType, bytes: &[u8]) -> Option<String> {
     match true_type {
-        FileType::Text | FileType::Script | FileType::Rtf => Some(String::from_utf8_lossy(bytes).into_owned()),
+        FileType::Text | FileType::Script | FileType::Rtf => {
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        }
         FileType::Html => Some(html_to_text(&String::from_utf8_lossy(bytes))),
         _ => None,
     }
@@ -368,12 +408,18 @@ fn cap_text(mut text: String, max: usize) -> String {
 
 /// Makes a name from a message or an archive safe to show and log: no control characters, bounded length.
 fn sanitize_name(name: &str) -> String {
-    name.chars().take(255).map(|c| if c.is_control() { '?' } else { c }).collect()
+    name.chars()
+        .take(255)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// The last component of a member path (archives use `/`, some Windows tools `\`).
 fn member_file_name(member: &str) -> Option<String> {
-    member.rsplit(['/', '\\']).find(|s| !s.is_empty()).map(str::to_owned)
+    member
+        .rsplit(['/', '\\'])
+        .find(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// The top-level header fields as `Name: value` lines, decoded, for content rules on headers.
@@ -400,7 +446,9 @@ fn header_text(message: &Message<'_>) -> String {
             }
             HeaderValue::DateTime(date) => out.push_str(&date.to_rfc822()),
             _ => {
-                let value = raw.get(header.offset_start as usize..header.offset_end as usize).unwrap_or_default();
+                let value = raw
+                    .get(header.offset_start as usize..header.offset_end as usize)
+                    .unwrap_or_default();
                 out.push_str(String::from_utf8_lossy(value).trim());
             }
         }

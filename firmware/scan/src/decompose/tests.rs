@@ -13,7 +13,11 @@ pub(crate) fn base64(data: &[u8]) -> String {
         if i > 0 && i % 19 == 0 {
             out.push_str("\r\n");
         }
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for k in 0..4 {
             if k <= chunk.len() {
@@ -41,7 +45,8 @@ pub(crate) fn message_with_attachment(name: &str, content_type: &str, data: &[u8
 
 pub(crate) fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     for (name, data) in files {
         writer.start_file(*name, options).unwrap();
         writer.write_all(data).unwrap();
@@ -73,8 +78,18 @@ Content-Type: text/html\r\n\r\n<html><head><style>p{}</style></head><body><p>Hel
 --outer\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--outer--\r\n";
     let d = decompose(raw, &Limits::default());
     assert_eq!(d.subject.as_deref(), Some("Grüße"));
-    assert_eq!(paths(&d), ["message/body[1]", "message/body[2]", "message/attachment[1] \"r.pdf\""]);
-    assert_eq!(d.parts[0].text.as_deref().map(str::trim), Some("Café ouvert"));
+    assert_eq!(
+        paths(&d),
+        [
+            "message/body[1]",
+            "message/body[2]",
+            "message/attachment[1] \"r.pdf\""
+        ]
+    );
+    assert_eq!(
+        d.parts[0].text.as_deref().map(str::trim),
+        Some("Café ouvert")
+    );
     assert!(d.parts[1].text.as_deref().unwrap().contains("Hello world"));
     assert!(!d.parts[1].text.as_deref().unwrap().contains("p{}"));
     let pdf = &d.parts[2];
@@ -88,7 +103,10 @@ Content-Type: text/html\r\n\r\n<html><head><style>p{}</style></head><body><p>Hel
 #[test]
 fn zip_members_get_paths_under_their_attachment() {
     let zip = zip_of(&[("docs/a.exe", b"MZ\x90\x00rest"), ("readme.txt", b"hello")]);
-    let d = decompose(&message_with_attachment("invoice.zip", "application/zip", &zip), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("invoice.zip", "application/zip", &zip),
+        &Limits::default(),
+    );
     assert_eq!(
         paths(&d),
         [
@@ -103,14 +121,20 @@ fn zip_members_get_paths_under_their_attachment() {
     assert_eq!(exe.true_type, FileType::WindowsExecutable);
     assert_eq!(exe.depth, 1);
     assert_eq!(exe.role, PartRole::Member);
-    assert_eq!(exe.carrier.as_str(), "message/attachment[1] \"invoice.zip\"");
+    assert_eq!(
+        exe.carrier.as_str(),
+        "message/attachment[1] \"invoice.zip\""
+    );
     assert_eq!(d.parts[3].text.as_deref(), Some("hello"));
 }
 
 #[test]
 fn type_is_detected_by_content_not_by_name() {
     let zip = zip_of(&[("x.txt", b"inside")]);
-    let d = decompose(&message_with_attachment("photo.jpg", "image/jpeg", &zip), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("photo.jpg", "image/jpeg", &zip),
+        &Limits::default(),
+    );
     assert_eq!(d.parts[1].true_type, FileType::Zip);
     assert_eq!(d.parts.len(), 3, "the zip named .jpg is opened");
 }
@@ -118,7 +142,10 @@ fn type_is_detected_by_content_not_by_name() {
 #[test]
 fn executable_declared_as_text_plain_keeps_its_real_bytes() {
     let exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00";
-    let d = decompose(&message_with_attachment("readme.txt", "text/plain", exe), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("readme.txt", "text/plain", exe),
+        &Limits::default(),
+    );
     let part = &d.parts[1];
     assert_eq!(part.true_type, FileType::WindowsExecutable);
     assert_eq!(&part.bytes[..], exe);
@@ -131,12 +158,16 @@ fn gzip_tar_bzip2_xz_and_7z_are_opened_recursively() {
     header.set_size(5);
     header.set_mode(0o644);
     header.set_cksum();
-    tar.append_data(&mut header, "dir/inner.txt", &b"hello"[..]).unwrap();
+    tar.append_data(&mut header, "dir/inner.txt", &b"hello"[..])
+        .unwrap();
     let tar = tar.into_inner().unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar).unwrap();
     let tgz = gz.finish().unwrap();
-    let d = decompose(&message_with_attachment("a.tar.gz", "application/gzip", &tgz), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("a.tar.gz", "application/gzip", &tgz),
+        &Limits::default(),
+    );
     assert_eq!(
         paths(&d)[1..],
         [
@@ -149,20 +180,38 @@ fn gzip_tar_bzip2_xz_and_7z_are_opened_recursively() {
 
     let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
     bz.write_all(b"bzipped text").unwrap();
-    let d = decompose(&message_with_attachment("n.txt.bz2", "application/x-bzip2", &bz.finish().unwrap()), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("n.txt.bz2", "application/x-bzip2", &bz.finish().unwrap()),
+        &Limits::default(),
+    );
     assert_eq!(d.parts[2].text.as_deref(), Some("bzipped text"));
 
-    let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6)).unwrap();
+    let mut xz =
+        lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6)).unwrap();
     xz.write_all(b"xz text").unwrap();
-    let d = decompose(&message_with_attachment("n.xz", "application/x-xz", &xz.finish().unwrap()), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("n.xz", "application/x-xz", &xz.finish().unwrap()),
+        &Limits::default(),
+    );
     assert_eq!(d.parts[2].path.as_str(), "message/attachment[1] \"n.xz\"/n");
     assert_eq!(d.parts[2].text.as_deref(), Some("xz text"));
 
     let mut seven = sevenz_rust2::ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
-    seven.push_archive_entry(sevenz_rust2::ArchiveEntry::new_file("in7z/a.exe"), Some(&b"MZ\x90\x00x"[..])).unwrap();
+    seven
+        .push_archive_entry(
+            sevenz_rust2::ArchiveEntry::new_file("in7z/a.exe"),
+            Some(&b"MZ\x90\x00x"[..]),
+        )
+        .unwrap();
     let seven = seven.finish().unwrap().into_inner();
-    let d = decompose(&message_with_attachment("s.7z", "application/x-7z-compressed", &seven), &Limits::default());
-    assert_eq!(d.parts[2].path.as_str(), "message/attachment[1] \"s.7z\"/in7z/a.exe");
+    let d = decompose(
+        &message_with_attachment("s.7z", "application/x-7z-compressed", &seven),
+        &Limits::default(),
+    );
+    assert_eq!(
+        d.parts[2].path.as_str(),
+        "message/attachment[1] \"s.7z\"/in7z/a.exe"
+    );
     assert_eq!(d.parts[2].true_type, FileType::WindowsExecutable);
     assert!(d.findings.is_empty(), "{:?}", d.findings);
 }
@@ -174,7 +223,10 @@ fn zip_bomb(levels: usize, copies: usize, inner_bytes: usize) -> Vec<u8> {
     let mut current = zip_of(&[("0.dat", &zeros)]);
     for level in 0..levels {
         let names: Vec<String> = (0..copies).map(|i| format!("lib {i}.zip")).collect();
-        let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), current.as_slice())).collect();
+        let files: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), current.as_slice()))
+            .collect();
         current = zip_of(&files);
         let _ = level;
     }
@@ -185,28 +237,67 @@ fn zip_bomb(levels: usize, copies: usize, inner_bytes: usize) -> Vec<u8> {
 fn zip_bomb_is_stopped_by_the_compression_ratio_and_named_exactly() {
     let bomb = zip_bomb(3, 4, 10 * 1024 * 1024);
     let started = Instant::now();
-    let d = decompose(&message_with_attachment("42.zip", "application/zip", &bomb), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("42.zip", "application/zip", &bomb),
+        &Limits::default(),
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(d.is_unscannable());
     let hits = limit_hits(&d);
     let (limit, path) = hits[0];
-    assert!(matches!(limit, LimitHit::CompressionRatio { ratio, limit: 100 } if *ratio > 100), "{limit:?}");
-    assert_eq!(path, "message/attachment[1] \"42.zip\"/lib 0.zip/lib 0.zip/lib 0.zip/0.dat");
+    assert!(
+        matches!(limit, LimitHit::CompressionRatio { ratio, limit: 100 } if *ratio > 100),
+        "{limit:?}"
+    );
+    assert_eq!(
+        path,
+        "message/attachment[1] \"42.zip\"/lib 0.zip/lib 0.zip/lib 0.zip/0.dat"
+    );
     let text = d.findings[0].to_string();
-    assert!(text.starts_with("compression ratio ") && text.contains(":1 exceeds limit 100:1 in message/attachment[1] \"42.zip\"/lib 0.zip"), "{text}");
-    let extracted: u64 = d.parts.iter().filter(|p| p.role == PartRole::Member).map(Part::size).sum();
-    assert!(extracted < 10 * 1024 * 1024, "bomb content was not inflated into memory");
+    assert!(
+        text.starts_with("compression ratio ")
+            && text
+                .contains(":1 exceeds limit 100:1 in message/attachment[1] \"42.zip\"/lib 0.zip"),
+        "{text}"
+    );
+    let extracted: u64 = d
+        .parts
+        .iter()
+        .filter(|p| p.role == PartRole::Member)
+        .map(Part::size)
+        .sum();
+    assert!(
+        extracted < 10 * 1024 * 1024,
+        "bomb content was not inflated into memory"
+    );
 }
 
 #[test]
 fn total_extracted_bytes_limit_stops_a_bomb_that_passes_the_ratio() {
     let bomb = zip_bomb(2, 8, 2 * 1024 * 1024);
-    let limits = Limits { max_compression_ratio: 100_000, max_total_bytes: 8 * 1024 * 1024, ..Limits::default() };
-    let d = decompose(&message_with_attachment("b.zip", "application/zip", &bomb), &limits);
+    let limits = Limits {
+        max_compression_ratio: 100_000,
+        max_total_bytes: 8 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let d = decompose(
+        &message_with_attachment("b.zip", "application/zip", &bomb),
+        &limits,
+    );
     let hits = limit_hits(&d);
     assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].0, &LimitHit::TotalBytes { limit: 8 * 1024 * 1024 });
-    let extracted: u64 = d.parts.iter().filter(|p| p.role == PartRole::Member).map(Part::size).sum();
+    assert_eq!(
+        hits[0].0,
+        &LimitHit::TotalBytes {
+            limit: 8 * 1024 * 1024
+        }
+    );
+    let extracted: u64 = d
+        .parts
+        .iter()
+        .filter(|p| p.role == PartRole::Member)
+        .map(Part::size)
+        .sum();
     assert!(extracted <= 8 * 1024 * 1024);
 }
 
@@ -215,7 +306,10 @@ fn lying_declared_size_is_caught_while_streaming() {
     // A gzip stream has no trustworthy size field: only streaming with a cap can catch its expansion.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&vec![b'A'; 20 * 1024 * 1024]).unwrap();
-    let d = decompose(&message_with_attachment("big.txt.gz", "application/gzip", &gz.finish().unwrap()), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("big.txt.gz", "application/gzip", &gz.finish().unwrap()),
+        &Limits::default(),
+    );
     let hits = limit_hits(&d);
     assert!(matches!(hits[0].0, LimitHit::CompressionRatio { .. }));
     assert_eq!(hits[0].1, "message/attachment[1] \"big.txt.gz\"/big.txt");
@@ -228,28 +322,51 @@ fn deep_archive_nesting_is_stopped_at_max_depth() {
         let name = format!("n{i}.zip");
         current = zip_of(&[(name.as_str(), &current)]);
     }
-    let d = decompose(&message_with_attachment("nest.zip", "application/zip", &current), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("nest.zip", "application/zip", &current),
+        &Limits::default(),
+    );
     let hits = limit_hits(&d);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].0, &LimitHit::Depth { limit: 10 });
     assert!(d.parts.iter().all(|p| p.depth <= 10));
-    assert!(d.findings[0].to_string().starts_with("nesting depth exceeds limit 10 in message/attachment[1] \"nest.zip\"/n14.zip/"));
+    assert!(d.findings[0].to_string().starts_with(
+        "nesting depth exceeds limit 10 in message/attachment[1] \"nest.zip\"/n14.zip/"
+    ));
 }
 
 #[test]
 fn many_tiny_files_stop_at_max_files() {
     let names: Vec<String> = (0..3000).map(|i| format!("f{i}.txt")).collect();
     let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
-    let limits = Limits { max_files: 1000, ..Limits::default() };
-    let d = decompose(&message_with_attachment("many.zip", "application/zip", &zip_of(&files)), &limits);
-    assert_eq!(limit_hits(&d), [(&LimitHit::Files { limit: 1000 }, "message/attachment[1] \"many.zip\"")]);
+    let limits = Limits {
+        max_files: 1000,
+        ..Limits::default()
+    };
+    let d = decompose(
+        &message_with_attachment("many.zip", "application/zip", &zip_of(&files)),
+        &limits,
+    );
+    assert_eq!(
+        limit_hits(&d),
+        [(
+            &LimitHit::Files { limit: 1000 },
+            "message/attachment[1] \"many.zip\""
+        )]
+    );
     assert!(d.parts.len() <= 1000);
 }
 
 #[test]
 fn time_limit_makes_the_message_unscannable() {
-    let limits = Limits { max_time: Duration::ZERO, ..Limits::default() };
-    let d = decompose(&message_with_attachment("a.zip", "application/zip", &zip_of(&[("a", b"a")])), &limits);
+    let limits = Limits {
+        max_time: Duration::ZERO,
+        ..Limits::default()
+    };
+    let d = decompose(
+        &message_with_attachment("a.zip", "application/zip", &zip_of(&[("a", b"a")])),
+        &limits,
+    );
     assert!(matches!(limit_hits(&d)[0].0, LimitHit::Time { .. }));
 }
 
@@ -257,21 +374,33 @@ fn time_limit_makes_the_message_unscannable() {
 fn aes_and_zipcrypto_encrypted_zip_members_are_reported() {
     use zip::unstable::write::FileOptionsExt;
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let aes = zip::write::SimpleFileOptions::default().with_aes_encryption(zip::AesMode::Aes256, "secret");
+    let aes = zip::write::SimpleFileOptions::default()
+        .with_aes_encryption(zip::AesMode::Aes256, "secret");
     writer.start_file("aes.doc", aes).unwrap();
     writer.write_all(b"confidential").unwrap();
-    let legacy = zip::write::SimpleFileOptions::default().with_deprecated_encryption(b"secret").unwrap();
+    let legacy = zip::write::SimpleFileOptions::default()
+        .with_deprecated_encryption(b"secret")
+        .unwrap();
     writer.start_file("legacy.doc", legacy).unwrap();
     writer.write_all(b"confidential").unwrap();
-    writer.start_file("plain.txt", zip::write::SimpleFileOptions::default()).unwrap();
+    writer
+        .start_file("plain.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
     writer.write_all(b"open").unwrap();
     let zip = writer.finish().unwrap().into_inner();
-    let d = decompose(&message_with_attachment("secret.zip", "application/zip", &zip), &Limits::default());
+    let d = decompose(
+        &message_with_attachment("secret.zip", "application/zip", &zip),
+        &Limits::default(),
+    );
     assert_eq!(
         d.findings,
         [
-            Finding::Encrypted { path: PartPath::message().child("attachment[1] \"secret.zip\"/aes.doc") },
-            Finding::Encrypted { path: PartPath::message().child("attachment[1] \"secret.zip\"/legacy.doc") },
+            Finding::Encrypted {
+                path: PartPath::message().child("attachment[1] \"secret.zip\"/aes.doc")
+            },
+            Finding::Encrypted {
+                path: PartPath::message().child("attachment[1] \"secret.zip\"/legacy.doc")
+            },
         ]
     );
     assert!(!d.is_unscannable(), "encryption has its own policy");
@@ -288,9 +417,17 @@ fn encrypted_7z_is_reported_with_and_without_encrypted_headers() {
             sevenz_rust2::EncoderMethod::LZMA2.into(),
         ]);
         seven.set_encrypt_header(encrypt_header);
-        seven.push_archive_entry(sevenz_rust2::ArchiveEntry::new_file("x.txt"), Some(&b"hidden"[..])).unwrap();
+        seven
+            .push_archive_entry(
+                sevenz_rust2::ArchiveEntry::new_file("x.txt"),
+                Some(&b"hidden"[..]),
+            )
+            .unwrap();
         let seven = seven.finish().unwrap().into_inner();
-        let d = decompose(&message_with_attachment("s.7z", "application/x-7z-compressed", &seven), &Limits::default());
+        let d = decompose(
+            &message_with_attachment("s.7z", "application/x-7z-compressed", &seven),
+            &Limits::default(),
+        );
         assert!(
             matches!(d.findings.as_slice(), [Finding::Encrypted { path }] if path.as_str().starts_with("message/attachment[1] \"s.7z\"")),
             "header encrypted {encrypt_header}: {:?}",
@@ -301,7 +438,11 @@ fn encrypted_7z_is_reported_with_and_without_encrypted_headers() {
 
 #[test]
 fn attached_messages_are_walked_as_containers() {
-    let inner = message_with_attachment("inner.zip", "application/zip", &zip_of(&[("evil.exe", b"MZ..")]));
+    let inner = message_with_attachment(
+        "inner.zip",
+        "application/zip",
+        &zip_of(&[("evil.exe", b"MZ..")]),
+    );
     let raw = format!(
         "From: a@example.com\r\nSubject: fwd\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\
          Content-Type: text/plain\r\n\r\nforwarding\r\n--x\r\nContent-Type: message/rfc822; name=\"fwd.eml\"\r\n\
@@ -309,11 +450,22 @@ fn attached_messages_are_walked_as_containers() {
         String::from_utf8(inner).unwrap()
     );
     let d = decompose(raw.as_bytes(), &Limits::default());
-    let exe = d.parts.iter().find(|p| p.file_name.as_deref() == Some("evil.exe")).expect("member of nested zip");
-    assert_eq!(exe.path.as_str(), "message/attachment[1] \"fwd.eml\"/attachment[1] \"inner.zip\"/evil.exe");
+    let exe = d
+        .parts
+        .iter()
+        .find(|p| p.file_name.as_deref() == Some("evil.exe"))
+        .expect("member of nested zip");
+    assert_eq!(
+        exe.path.as_str(),
+        "message/attachment[1] \"fwd.eml\"/attachment[1] \"inner.zip\"/evil.exe"
+    );
     assert_eq!(exe.carrier.as_str(), "message/attachment[1] \"fwd.eml\"");
     assert_eq!(exe.depth, 2);
-    let inner_body = d.parts.iter().find(|p| p.path.as_str() == "message/attachment[1] \"fwd.eml\"/body[1]").unwrap();
+    let inner_body = d
+        .parts
+        .iter()
+        .find(|p| p.path.as_str() == "message/attachment[1] \"fwd.eml\"/body[1]")
+        .unwrap();
     assert_eq!(inner_body.role, PartRole::Attachment);
 }
 
@@ -327,7 +479,10 @@ fn base64_encoded_attached_messages_nest_beyond_the_parser_limit_until_max_depth
         )
         .into_bytes();
     }
-    let limits = Limits { max_depth: 6, ..Limits::default() };
+    let limits = Limits {
+        max_depth: 6,
+        ..Limits::default()
+    };
     let d = decompose(&current, &limits);
     assert!(d.parts.iter().any(|p| p.depth == 6));
     assert_eq!(limit_hits(&d)[0].0, &LimitHit::Depth { limit: 6 });
@@ -339,7 +494,11 @@ mod torture {
     fn check(raw: &[u8]) -> Decomposition {
         let started = Instant::now();
         let d = decompose(raw, &Limits::default());
-        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
         d
     }
 
@@ -355,7 +514,9 @@ mod torture {
 
     #[test]
     fn boundary_that_never_appears_keeps_the_body() {
-        let d = check(b"Content-Type: multipart/mixed; boundary=nothere\r\n\r\njust text, no parts\r\n");
+        let d = check(
+            b"Content-Type: multipart/mixed; boundary=nothere\r\n\r\njust text, no parts\r\n",
+        );
         assert_eq!(d.parts.len(), 1);
         assert!(d.parts[0].text.as_deref().unwrap().contains("just text"));
     }
@@ -405,11 +566,18 @@ Content-Disposition: ;;;\r\nFrom: <<<>>>\r\n\r\nhello\r\n",
     fn deeply_nested_multiparts_do_not_exhaust_the_stack() {
         let mut raw = String::from("Content-Type: multipart/mixed; boundary=b0\r\n\r\n");
         for i in 0..5000 {
-            raw.push_str(&format!("--b{i}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n", i + 1));
+            raw.push_str(&format!(
+                "--b{i}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n",
+                i + 1
+            ));
         }
         raw.push_str("--b5000\r\nContent-Type: text/plain\r\n\r\nleaf\r\n");
         let d = check(raw.as_bytes());
-        assert!(d.parts.iter().any(|p| p.text.as_deref().is_some_and(|t| t.contains("leaf"))));
+        assert!(
+            d.parts
+                .iter()
+                .any(|p| p.text.as_deref().is_some_and(|t| t.contains("leaf")))
+        );
     }
 
     #[test]
@@ -420,8 +588,16 @@ Content-Disposition: ;;;\r\nFrom: <<<>>>\r\n\r\nhello\r\n",
         }
         raw.push_str("Subject: core\r\n\r\ncore\r\n");
         let d = check(raw.as_bytes());
-        assert!(d.parts.iter().all(|p| p.depth <= Limits::default().max_depth));
-        assert!(limit_hits(&d).iter().any(|(l, _)| matches!(l, LimitHit::Depth { .. })));
+        assert!(
+            d.parts
+                .iter()
+                .all(|p| p.depth <= Limits::default().max_depth)
+        );
+        assert!(
+            limit_hits(&d)
+                .iter()
+                .any(|(l, _)| matches!(l, LimitHit::Depth { .. }))
+        );
     }
 
     #[test]
@@ -437,22 +613,56 @@ Content-Disposition: ;;;\r\nFrom: <<<>>>\r\n\r\nhello\r\n",
     #[test]
     fn truncated_and_corrupt_archives_are_damaged_not_fatal() {
         let zip = zip_of(&[("a.txt", &[b'x'; 5000])]);
-        let d = check(&message_with_attachment("t.zip", "application/zip", &zip[..zip.len() / 2]));
-        assert!(matches!(d.findings.as_slice(), [Finding::Damaged { .. }]), "{:?}", d.findings);
+        let d = check(&message_with_attachment(
+            "t.zip",
+            "application/zip",
+            &zip[..zip.len() / 2],
+        ));
+        assert!(
+            matches!(d.findings.as_slice(), [Finding::Damaged { .. }]),
+            "{:?}",
+            d.findings
+        );
         assert!(d.is_unscannable());
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&[b'y'; 100_000]).unwrap();
         let gz = gz.finish().unwrap();
-        let d = check(&message_with_attachment("t.gz", "application/gzip", &gz[..gz.len() / 2]));
-        assert!(matches!(d.findings.as_slice(), [Finding::Damaged { .. }]), "{:?}", d.findings);
-        let d = check(&message_with_attachment("t.7z", "application/x-7z-compressed", b"7z\xbc\xaf\x27\x1cgarbage"));
-        assert!(matches!(d.findings.as_slice(), [Finding::Damaged { .. }]), "{:?}", d.findings);
+        let d = check(&message_with_attachment(
+            "t.gz",
+            "application/gzip",
+            &gz[..gz.len() / 2],
+        ));
+        assert!(
+            matches!(d.findings.as_slice(), [Finding::Damaged { .. }]),
+            "{:?}",
+            d.findings
+        );
+        let d = check(&message_with_attachment(
+            "t.7z",
+            "application/x-7z-compressed",
+            b"7z\xbc\xaf\x27\x1cgarbage",
+        ));
+        assert!(
+            matches!(d.findings.as_slice(), [Finding::Damaged { .. }]),
+            "{:?}",
+            d.findings
+        );
     }
 
     #[test]
     fn rar_is_recognised_but_not_opened() {
-        let d = check(&message_with_attachment("a.rar", "application/octet-stream", b"Rar!\x1a\x07\x00rest"));
-        assert!(matches!(d.findings.as_slice(), [Finding::NotOpened { format: FileType::Rar, .. }]));
+        let d = check(&message_with_attachment(
+            "a.rar",
+            "application/octet-stream",
+            b"Rar!\x1a\x07\x00rest",
+        ));
+        assert!(matches!(
+            d.findings.as_slice(),
+            [Finding::NotOpened {
+                format: FileType::Rar,
+                ..
+            }]
+        ));
         assert!(!d.is_unscannable());
     }
 }
@@ -472,7 +682,10 @@ impl XorShift {
 #[test]
 fn ten_thousand_random_inputs_never_panic_or_hang() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let limits = Limits { max_time: Duration::from_secs(2), ..Limits::default() };
+    let limits = Limits {
+        max_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
     let seeds: [&[u8]; 6] = [
         b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
         b"Content-Type: message/rfc822\r\n\r\n",
@@ -489,22 +702,32 @@ fn ten_thousand_random_inputs_never_panic_or_hang() {
             let r = rng.next();
             // Bias towards MIME syntax so the parser goes deep rather than giving up at once.
             match r % 8 {
-                0 => b"\r\n-=:;\"".get((r >> 8) as usize % 7).copied().unwrap_or(b'-'),
+                0 => b"\r\n-=:;\""
+                    .get((r >> 8) as usize % 7)
+                    .copied()
+                    .unwrap_or(b'-'),
                 _ => (r >> 16) as u8,
             }
         }));
         let _ = decompose(&input, &limits);
     }
-    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn a_structure_that_panics_the_mime_parser_becomes_one_damaged_body_part() {
-    let raw = include_bytes!("../../../../fuzz/regressions/decompose/mail-parser-invalid-part-id.eml");
+    let raw =
+        include_bytes!("../../../../fuzz/regressions/decompose/mail-parser-invalid-part-id.eml");
     let d = decompose(raw, &Limits::default());
     assert!(!d.parts.is_empty(), "the message must still be inspectable");
     assert!(
-        d.findings.iter().any(|f| matches!(f, Finding::Damaged { .. })),
+        d.findings
+            .iter()
+            .any(|f| matches!(f, Finding::Damaged { .. })),
         "the parser failure must be reported: {:?}",
         d.findings
     );
@@ -524,7 +747,19 @@ fn a_uuencoded_executable_in_a_text_body_is_a_member_with_its_true_type() {
         .parts
         .iter()
         .find(|p| p.file_name.as_deref() == Some("invoice.exe"))
-        .unwrap_or_else(|| panic!("no uudecoded member: {:?}", d.parts.iter().map(|p| p.path.to_string()).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no uudecoded member: {:?}",
+                d.parts
+                    .iter()
+                    .map(|p| p.path.to_string())
+                    .collect::<Vec<_>>()
+            )
+        });
     assert_eq!(member.bytes.as_ref(), &exe[..]);
-    assert!(member.path.to_string().contains("uuencoded"), "{}", member.path);
+    assert!(
+        member.path.to_string().contains("uuencoded"),
+        "{}",
+        member.path
+    );
 }

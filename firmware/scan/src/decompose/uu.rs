@@ -14,10 +14,14 @@ pub(super) struct UuFile {
 /// Finds and decodes every uuencoded block in `data`, at most `max_files`.
 pub(super) fn find(data: &[u8], max_files: usize) -> Vec<UuFile> {
     let mut files = Vec::new();
-    let mut lines = data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = data
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     while files.len() < max_files {
         let Some(line) = lines.next() else { break };
-        let Some(name) = begin_line(line) else { continue };
+        let Some(name) = begin_line(line) else {
+            continue;
+        };
         let mut bytes = Vec::new();
         let mut decoded_lines = 0usize;
         for line in lines.by_ref() {
@@ -74,8 +78,17 @@ pub(super) fn encode(name: &str, data: &[u8]) -> String {
     for chunk in data.chunks(45) {
         out.push(ch(chunk.len() as u8));
         for group in chunk.chunks(3) {
-            let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
-            for v in [b[0] >> 2, (b[0] & 3) << 4 | b[1] >> 4, (b[1] & 15) << 2 | b[2] >> 6, b[2] & 63] {
+            let b = [
+                group[0],
+                *group.get(1).unwrap_or(&0),
+                *group.get(2).unwrap_or(&0),
+            ];
+            for v in [
+                b[0] >> 2,
+                (b[0] & 3) << 4 | b[1] >> 4,
+                (b[1] & 15) << 2 | b[2] >> 6,
+                b[2] & 63,
+            ] {
                 out.push(ch(v));
             }
         }
@@ -92,7 +105,10 @@ mod tests {
     #[test]
     fn a_uuencoded_block_decodes_to_the_original_bytes_and_name() {
         let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-        let text = format!("Hello,\r\nsee below.\r\n\r\n{}\r\nBye\r\n", encode("tool.exe", &data).replace('\n', "\r\n"));
+        let text = format!(
+            "Hello,\r\nsee below.\r\n\r\n{}\r\nBye\r\n",
+            encode("tool.exe", &data).replace('\n', "\r\n")
+        );
         let files = find(text.as_bytes(), 10);
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].name, "tool.exe");
@@ -102,6 +118,9 @@ mod tests {
     #[test]
     fn text_that_merely_mentions_begin_is_not_decoded() {
         assert!(find(b"begin the meeting at 10\nend\n", 10).is_empty());
-        assert!(find(b"begin 999 x\nM\nend\n", 10).is_empty(), "mode must be octal");
+        assert!(
+            find(b"begin 999 x\nM\nend\n", 10).is_empty(),
+            "mode must be octal"
+        );
     }
 }
