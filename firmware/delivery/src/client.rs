@@ -4,6 +4,7 @@
 //! EHLO/HELO accepted). From the moment MAIL FROM is sent the transaction belongs to that host: whatever
 //! happens next is reported per recipient and the scheduler decides about retries.
 
+use bytes::Bytes;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -61,13 +62,25 @@ impl Default for ClientConfig {
     }
 }
 
-/// Where the message bytes are: the file from `offset` to its end (a spool file after its header).
+/// Where the message bytes (headers and body, CRLF line endings) are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageSource {
-    /// The spool file.
-    pub path: PathBuf,
-    /// Byte offset where the message (headers and body, CRLF line endings) starts.
-    pub offset: u64,
+pub enum MessageSource {
+    /// A spool file from `offset` to its end (the message after the spool header).
+    Spool {
+        /// The spool file.
+        path: PathBuf,
+        /// Byte offset where the message starts.
+        offset: u64,
+    },
+    /// The message in memory: the queue keeps recently committed messages, so the common case
+    /// of delivering a message right after it arrived costs no file read.
+    Memory(Bytes),
+}
+
+/// The open message during an attempt: a file handle, or the bytes themselves.
+enum Body {
+    File { file: File, offset: u64 },
+    Memory(Bytes),
 }
 
 /// The envelope of one delivery attempt.
@@ -162,23 +175,26 @@ pub async fn deliver(
         return report;
     }
     // Open the spool file before touching the network: a missing file is our problem, not the peer's.
-    let mut file = match File::open(&source.path).await {
-        Ok(file) => file,
-        Err(e) => {
-            let why = format!(
-                "local error: cannot read queue file {}: {e}",
-                source.path.display()
-            );
-            warn!(next_hop = %hop.key, error = %why, "delivery not attempted");
-            report.results = all(tx, |_| RcptResult::Deferred { reply: why.clone() });
-            return report;
-        }
+    let mut body = match source {
+        MessageSource::Memory(bytes) => Body::Memory(bytes.clone()),
+        MessageSource::Spool { path, offset } => match File::open(path).await {
+            Ok(file) => Body::File {
+                file,
+                offset: *offset,
+            },
+            Err(e) => {
+                let why = format!("local error: cannot read queue file {}: {e}", path.display());
+                warn!(next_hop = %hop.key, error = %why, "delivery not attempted");
+                report.results = all(tx, |_| RcptResult::Deferred { reply: why.clone() });
+                return report;
+            }
+        },
     };
     let mut last_error = format!("no addresses to deliver to for {}", hop.key);
     for candidate in &hop.candidates {
         let mut use_tls = config.tls == TlsMode::Opportunistic;
         loop {
-            let attempt = attempt(config, candidate, tx, &mut file, source.offset, use_tls).await;
+            let attempt = attempt(config, candidate, tx, &mut body, use_tls).await;
             match attempt {
                 Attempt::Finished { results, tls } => {
                     info!(next_hop = %hop.key, host = %candidate, tls = tls.as_deref().unwrap_or("none"), "transaction finished");
@@ -548,8 +564,7 @@ async fn attempt(
     config: &ClientConfig,
     candidate: &Candidate,
     tx: &Transaction<'_>,
-    file: &mut File,
-    offset: u64,
+    body: &mut Body,
     use_tls: bool,
 ) -> Attempt {
     let peer = Peer(candidate);
@@ -632,7 +647,7 @@ async fn attempt(
         }
     }
 
-    let results = transaction(&mut conn, config, &peer, tx, &caps, file, offset).await;
+    let results = transaction(&mut conn, config, &peer, tx, &caps, body).await;
     if results.connection_usable {
         conn.quit().await;
     }
@@ -727,8 +742,7 @@ async fn transaction(
     peer: &Peer<'_>,
     tx: &Transaction<'_>,
     caps: &Capabilities,
-    file: &mut File,
-    offset: u64,
+    body: &mut Body,
 ) -> TransactionOutcome {
     let limit = config.command_timeout;
     let mut rcpts = Recipients(vec![RcptState::Waiting; tx.recipients.len()]);
@@ -864,7 +878,7 @@ async fn transaction(
         }
     }
 
-    if let Err(why) = send_body(conn, file, offset, config.data_timeout, peer).await {
+    if let Err(why) = send_body(conn, body, config.data_timeout, peer).await {
         // The "." was never sent, so the server discards the partial message when we hang up.
         rcpts.settle_open(|| RcptResult::Deferred { reply: why.clone() });
         return rcpts.finish(false);
@@ -891,33 +905,45 @@ async fn transaction(
     }
 }
 
-/// Streams the message from the spool file in chunks, dot-stuffed, followed by the "." line.
-/// Memory use stays at about two chunks whatever the message size.
+/// Streams the message in chunks, dot-stuffed, followed by the "." line. Memory use stays at
+/// about two chunks whatever the size of a message read from its file.
 async fn send_body(
     conn: &mut Connection,
-    file: &mut File,
-    offset: u64,
+    body: &mut Body,
     limit: Duration,
     peer: &Peer<'_>,
 ) -> Result<(), String> {
     let local =
         |e: io::Error| format!("local error: cannot read queue file while sending to {peer}: {e}");
-    file.seek(io::SeekFrom::Start(offset))
-        .await
-        .map_err(local)?;
     let mut stuffer = DotStuffer::new();
-    let mut chunk = vec![0u8; BODY_CHUNK];
     let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8);
-    loop {
-        let n = file.read(&mut chunk).await.map_err(local)?;
-        if n == 0 {
-            break;
+    match body {
+        Body::Memory(bytes) => {
+            for chunk in bytes.chunks(BODY_CHUNK) {
+                out.clear();
+                stuffer.encode(chunk, &mut out);
+                conn.send(&out, limit)
+                    .await
+                    .map_err(|f| f.describe(peer, Step::Body))?;
+            }
         }
-        out.clear();
-        stuffer.encode(&chunk[..n], &mut out);
-        conn.send(&out, limit)
-            .await
-            .map_err(|f| f.describe(peer, Step::Body))?;
+        Body::File { file, offset } => {
+            file.seek(io::SeekFrom::Start(*offset))
+                .await
+                .map_err(local)?;
+            let mut chunk = vec![0u8; BODY_CHUNK];
+            loop {
+                let n = file.read(&mut chunk).await.map_err(local)?;
+                if n == 0 {
+                    break;
+                }
+                out.clear();
+                stuffer.encode(&chunk[..n], &mut out);
+                conn.send(&out, limit)
+                    .await
+                    .map_err(|f| f.describe(peer, Step::Body))?;
+            }
+        }
     }
     out.clear();
     stuffer.finish(&mut out);

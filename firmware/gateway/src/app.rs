@@ -132,6 +132,7 @@ pub async fn run(
         QueueConfig {
             fsync: config.queue.fsync,
             suspect_after_crashes: config.queue.suspect_after_crashes,
+            message_cache_bytes: config.queue.message_cache_bytes,
         },
     )?;
     if !config.queue.fsync {

@@ -449,6 +449,9 @@ pub struct QueueSection {
     /// Longest a single delivery attempt of one message may take before it counts as a crash.
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Duration,
+    /// Bytes of recently received messages kept in memory for scanning and delivery (the spool
+    /// file stays the truth; a message not in memory is read from it).
+    pub message_cache_bytes: usize,
 }
 
 /// `[delivery]`
@@ -612,6 +615,7 @@ impl Default for QueueSection {
             scan_budget: Duration::from_secs(20),
             poll_interval: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(30 * 60),
+            message_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -338,7 +338,7 @@ pub async fn inspect(
     queue: &Queue,
     id: &QueueId,
 ) -> Result<MessageVerdict, String> {
-    let raw = queue.read_message(id).await.map_err(|e| e.to_string())?;
+    let raw = queue.message_bytes(id).await.map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let verdict = tokio::task::spawn_blocking(move || Scanners::of(&snap).evaluate(&raw))
         .await

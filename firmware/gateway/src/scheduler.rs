@@ -316,11 +316,16 @@ impl Scheduler {
                 TlsMode::Opportunistic
             },
         };
-        let Some((path, offset)) = self.shared.queue.message_path(&entry.id) else {
-            tracing::warn!(queue_id = %entry.id, "spool file vanished during delivery");
-            return;
+        let source = match self.shared.queue.cached_message(&entry.id) {
+            Some(bytes) => MessageSource::Memory(bytes),
+            None => {
+                let Some((path, offset)) = self.shared.queue.message_path(&entry.id) else {
+                    tracing::warn!(queue_id = %entry.id, "spool file vanished during delivery");
+                    return;
+                };
+                MessageSource::Spool { path, offset }
+            }
         };
-        let source = MessageSource { path, offset };
 
         // Group the open recipients by next hop, so one connection carries all recipients that
         // go the same way (e.g. everything through the default route).

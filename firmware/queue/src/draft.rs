@@ -1,6 +1,7 @@
-//! A message being received: the tmp file the SMTP session streams into.
+//! A message being received, kept in memory and spilled to `tmp/` only when it grows large.
 
-use std::io;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,22 +10,43 @@ use tokio::io::{AsyncWrite, BufWriter};
 
 use crate::envelope::Envelope;
 use crate::id::QueueId;
-use crate::spool::HEAD_BYTES;
+use crate::spool::{self, HEAD_BYTES};
 
-/// Write buffer of a draft: large enough that a typical message needs few write syscalls.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// A message that grows past this size is moved to its `tmp/` file while it arrives, so that
+/// the memory of many concurrent large messages stays bounded; smaller ones (nearly all mail)
+/// are written by the spool writer in one go at the commit.
+pub(crate) const SPILL_AT: usize = 1024 * 1024;
+/// Write buffer of a spilled draft.
+const WRITE_BUFFER: usize = 256 * 1024;
 
-/// A message being received into `tmp/<id>`. Write the message bytes (CRLF, not dot-stuffed) into
-/// it with `AsyncWriteExt`, then hand it to [`crate::Queue::commit`] or [`crate::Queue::discard`].
+/// Where the bytes of a draft are.
+#[derive(Debug)]
+pub(crate) enum DraftBody {
+    /// All in memory (the message only; the spool header is written at the commit).
+    Memory(Vec<u8>),
+    /// In `tmp/<id>` (header and message so far), plus `carry`: bytes accepted from the session
+    /// but not yet handed to the file.
+    Spilled {
+        writer: BufWriter<tokio::fs::File>,
+        carry: Vec<u8>,
+    },
+    /// Complete in `tmp/<id>` and being committed: removed on drop unless the commit took it.
+    OnDisk,
+    /// Committed or discarded.
+    Done,
+}
+
+/// A message being received. Write the message bytes (CRLF, not dot-stuffed) into it with
+/// `AsyncWriteExt`, then hand it to [`crate::Queue::commit`] or [`crate::Queue::discard`].
 ///
-/// A draft dropped without either is removed from `tmp/` on drop (and would be at start-up anyway).
+/// A spilled draft dropped without either is removed from `tmp/` on drop (and would be at start-up
+/// anyway).
 #[derive(Debug)]
 pub struct Draft {
     pub(crate) id: QueueId,
     pub(crate) envelope: Envelope,
     pub(crate) tmp_path: PathBuf,
-    /// `None` once committed or discarded.
-    pub(crate) writer: Option<BufWriter<tokio::fs::File>>,
+    pub(crate) body: DraftBody,
     /// The first `HEAD_BYTES` of the message, for the Message-ID/Subject parse.
     pub(crate) head: Vec<u8>,
     /// Message bytes written so far.
@@ -34,17 +56,12 @@ pub struct Draft {
 }
 
 impl Draft {
-    pub(crate) fn new(
-        id: QueueId,
-        envelope: Envelope,
-        tmp_path: PathBuf,
-        file: tokio::fs::File,
-    ) -> Draft {
+    pub(crate) fn new(id: QueueId, envelope: Envelope, tmp_path: PathBuf) -> Draft {
         Draft {
             id,
             envelope,
             tmp_path,
-            writer: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            body: DraftBody::Memory(Vec::new()),
             head: Vec::new(),
             size: 0,
             write_error: None,
@@ -71,10 +88,75 @@ impl Draft {
         result
     }
 
-    fn writer(&mut self) -> io::Result<Pin<&mut BufWriter<tokio::fs::File>>> {
-        match self.writer.as_mut() {
-            Some(writer) => Ok(Pin::new(writer)),
-            None => Err(io::Error::other("draft already committed or discarded")),
+    /// Moves an in-memory draft that has grown too large into its `tmp/` file. The file is
+    /// created here (a quick metadata operation); the bytes go through the async writer.
+    fn spill(&mut self) -> io::Result<()> {
+        let DraftBody::Memory(message) = &mut self.body else {
+            return Ok(());
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.tmp_path)?;
+        let header = spool::encode_header(&self.envelope);
+        if let Err(e) = file.write_all(&header) {
+            let _ = std::fs::remove_file(&self.tmp_path);
+            return Err(e);
+        }
+        tracing::debug!(queue_id = %self.id, size = message.len(), "large message spilled to the spool");
+        let carry = std::mem::take(message);
+        self.body = DraftBody::Spilled {
+            writer: BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file)),
+            carry,
+        };
+        Ok(())
+    }
+
+    /// Hands the carried bytes of a spilled draft to its file writer.
+    fn poll_carry(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let DraftBody::Spilled { writer, carry } = &mut self.body else {
+            return Poll::Ready(Ok(()));
+        };
+        while !carry.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut *writer).poll_write(cx, carry))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            carry.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.body {
+            DraftBody::Done | DraftBody::OnDisk => Poll::Ready(Err(io::Error::other(
+                "draft already committed or discarded",
+            ))),
+            DraftBody::Memory(message) => {
+                message.extend_from_slice(buf);
+                if message.len() > SPILL_AT {
+                    self.spill()?;
+                }
+                Poll::Ready(Ok(buf.len()))
+            }
+            DraftBody::Spilled { .. } => {
+                std::task::ready!(self.poll_carry(cx))?;
+                let DraftBody::Spilled { writer, .. } = &mut self.body else {
+                    unreachable!("poll_carry keeps the draft spilled");
+                };
+                Pin::new(writer).poll_write(cx, buf)
+            }
+        }
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_carry(cx))?;
+        match &mut self.body {
+            DraftBody::Spilled { writer, .. } => Pin::new(writer).poll_flush(cx),
+            DraftBody::Memory(_) => Poll::Ready(Ok(())),
+            DraftBody::Done | DraftBody::OnDisk => Poll::Ready(Err(io::Error::other(
+                "draft already committed or discarded",
+            ))),
         }
     }
 }
@@ -86,10 +168,7 @@ impl AsyncWrite for Draft {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = match this.writer() {
-            Ok(writer) => writer.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        };
+        let result = this.poll_write_inner(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
             let keep = n.min(HEAD_BYTES.saturating_sub(this.head.len()));
             this.head.extend_from_slice(&buf[..keep]);
@@ -100,10 +179,7 @@ impl AsyncWrite for Draft {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = match this.writer() {
-            Ok(writer) => writer.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        };
+        let result = this.poll_flush_inner(cx);
         this.note(result)
     }
 
@@ -115,7 +191,9 @@ impl AsyncWrite for Draft {
 
 impl Drop for Draft {
     fn drop(&mut self) {
-        if self.writer.take().is_some() {
+        if let DraftBody::Spilled { .. } | DraftBody::OnDisk =
+            std::mem::replace(&mut self.body, DraftBody::Done)
+        {
             // Neither committed nor discarded (the session died): the tmp file is garbage.
             if let Err(e) = std::fs::remove_file(&self.tmp_path)
                 && e.kind() != io::ErrorKind::NotFound

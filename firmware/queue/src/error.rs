@@ -55,10 +55,7 @@ pub enum QueueError {
     /// A write into the draft failed earlier, so the message is incomplete and must not be committed.
     #[error("message was not stored: writing it to the spool failed earlier: {0}")]
     IncompleteDraft(Box<QueueError>),
-    /// `Queue::open` was called outside a tokio runtime (the queue spawns its committer task).
-    #[error("the queue must be opened inside a tokio runtime")]
-    NoRuntime,
-    /// The committer task is gone (the runtime is shutting down); nothing was stored.
+    /// The spool writer is gone (the queue is shutting down); nothing was stored.
     #[error("the queue is shutting down; message not stored")]
     ShuttingDown,
 }

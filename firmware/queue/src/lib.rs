@@ -10,16 +10,18 @@
 
 #![warn(missing_docs)]
 
+mod cache;
 mod draft;
 mod entry;
 mod envelope;
 mod error;
-mod group_commit;
 mod id;
 mod queue;
 mod recovery;
+mod schedule;
 mod spool;
 mod tracking;
+mod writer;
 
 pub use draft::Draft;
 pub use entry::{QueueEntry, QueueKind, RecipientState, RecipientStatus};

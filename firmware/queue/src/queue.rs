@@ -1,24 +1,27 @@
 //! The queue: the commit point, the per-message state and every move of a spool file.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
-use crate::draft::Draft;
+use crate::cache::MessageCache;
+use crate::draft::{Draft, DraftBody};
 use crate::entry::{QueueEntry, QueueKind, RecipientStatus};
 use crate::envelope::Envelope;
 use crate::error::QueueError;
-use crate::group_commit::DirSyncer;
 use crate::id::QueueId;
 use crate::recovery;
+use crate::schedule::Schedule;
 use crate::spool::{self, Layout, SpoolDir};
 use crate::tracking::{Outcome, TrackEvent, Tracking, record_for};
+use crate::writer::{CommitBody, Continuation, Job, SpoolWriter};
 
 /// Per-message locks are striped: enough stripes that unrelated messages rarely wait for each other.
 const LOCK_STRIPES: usize = 64;
@@ -32,6 +35,8 @@ pub struct QueueConfig {
     /// A message during whose delivery the process died this many times is put on hold as a
     /// suspect (it may be what crashes us). 0 disables the check.
     pub suspect_after_crashes: u32,
+    /// Bytes of recently committed messages kept in memory for scanning and delivery.
+    pub message_cache_bytes: usize,
 }
 
 impl Default for QueueConfig {
@@ -39,6 +44,7 @@ impl Default for QueueConfig {
         QueueConfig {
             fsync: true,
             suspect_after_crashes: 3,
+            message_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -83,10 +89,11 @@ pub struct Queue {
 struct Inner {
     layout: Layout,
     config: QueueConfig,
-    db: sled::Db,
     entries: sled::Tree,
     tracking: Tracking,
-    syncer: DirSyncer,
+    writer: SpoolWriter,
+    cache: Arc<MessageCache>,
+    schedule: Arc<Schedule>,
     notify: Arc<Notify>,
     /// Serialise the steps of one message (attempt results, hold, delete) that move or remove its file.
     locks: Vec<Mutex<()>>,
@@ -94,12 +101,11 @@ struct Inner {
 
 impl Queue {
     /// Opens (creating if needed) the queue in `dir` (`<data_dir>/queue`), reconciles the state
-    /// database with the spool directories, and starts the committer task, so it must be called
-    /// inside a tokio runtime. Fails if another process has the queue open.
+    /// database with the spool directories, and starts the spool writer thread. Fails if another
+    /// process has the queue open.
     pub fn open(dir: &Path, config: QueueConfig) -> Result<(Queue, Recovery), QueueError> {
         let layout = Layout::new(dir);
         layout.create()?;
-        let syncer = DirSyncer::start(&layout, config.fsync)?;
         let state_dir = layout.state_dir();
         // sled takes an exclusive lock on its files: open it before touching tmp/, so a second
         // process cannot delete the drafts of a running one.
@@ -121,6 +127,7 @@ impl Queue {
         let tracking = Tracking::open(&db).map_err(|e| QueueError::state(e, &state_dir))?;
         let recovery = recovery::recover(&layout, &config, &entries, &tracking)?;
         db.flush().map_err(|e| QueueError::state(e, &state_dir))?;
+        let writer = SpoolWriter::start(&layout, db.clone(), config.fsync)?;
         tracing::info!(
             messages = recovery.messages,
             rebuilt_entries = recovery.rebuilt_entries,
@@ -132,13 +139,20 @@ impl Queue {
             dir = %dir.display(),
             "queue opened"
         );
+        let schedule = Arc::new(Schedule::default());
+        for (key, value) in entries.iter().filter_map(|item| item.ok()) {
+            if let Some(entry) = decode(&key, &value) {
+                schedule.update(&entry);
+            }
+        }
         let inner = Inner {
+            cache: Arc::new(MessageCache::new(config.message_cache_bytes)),
+            schedule,
             layout,
             config,
-            db,
             entries,
             tracking,
-            syncer,
+            writer,
             notify: Arc::new(Notify::new()),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
@@ -150,10 +164,10 @@ impl Queue {
         ))
     }
 
-    /// Starts receiving a message: creates `tmp/<id>` and writes the spool header. Write the
-    /// message into the returned draft, then [`Queue::commit`] or [`Queue::discard`] it.
+    /// Starts receiving a message. Write the message into the returned draft, then
+    /// [`Queue::commit`] or [`Queue::discard`] it. Small messages stay in memory until the commit;
+    /// large ones spill to `tmp/<id>` while they arrive.
     pub fn draft(&self, envelope: Envelope) -> Result<Draft, QueueError> {
-        let header = spool::encode_header(&envelope);
         loop {
             let id = QueueId::generate();
             // Ids are unique within a process; this guards against a clock that stepped back
@@ -167,39 +181,19 @@ impl Queue {
                 continue;
             }
             let path = self.inner.layout.file(SpoolDir::Tmp, &id);
-            let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(QueueError::io("create spool file", &path, e)),
-            };
-            if let Err(e) = file.write_all(&header) {
-                let _ = std::fs::remove_file(&path);
-                return Err(QueueError::io("write spool file", &path, e));
-            }
             tracing::debug!(queue_id = %id, "draft started");
-            return Ok(Draft::new(
-                id,
-                envelope,
-                path,
-                tokio::fs::File::from_std(file),
-            ));
+            return Ok(Draft::new(id, envelope, path));
         }
     }
 
     /// The commit point. Returns Ok only once the message is durable: data synced, file renamed
-    /// into `active/`, `active/` synced (batched with concurrent commits). Only then may the SMTP
-    /// session answer 250. On error nothing is left behind and the client must be told to retry.
+    /// into `active/`, `active/` synced (batched with concurrent commits by the spool writer), and
+    /// its queue entry recorded. Only then may the SMTP session answer 250. On error nothing is
+    /// left behind and the client must be told to retry.
     ///
-    /// Runs to completion even if the caller's future is dropped, so a vanished client cannot
-    /// leave a half-committed message.
-    pub async fn commit(&self, draft: Draft) -> Result<QueueEntry, QueueError> {
-        let queue = self.clone();
-        tokio::spawn(async move { queue.commit_detached(draft).await })
-            .await
-            .unwrap_or_else(|e| Err(task_failed(e)))
-    }
-
-    async fn commit_detached(&self, mut draft: Draft) -> Result<QueueEntry, QueueError> {
+    /// Once the draft is handed to the spool writer the commit runs to completion even if the
+    /// caller's future is dropped, so a vanished client cannot leave a half-committed message.
+    pub async fn commit(&self, mut draft: Draft) -> Result<QueueEntry, QueueError> {
         let id = draft.id.clone();
         let tmp = draft.tmp_path.clone();
         if let Some(error) = draft.write_error.take() {
@@ -210,20 +204,6 @@ impl Queue {
                 error,
             ))));
         }
-        let Some(writer) = draft.writer.take() else {
-            return Err(QueueError::io(
-                "commit",
-                &tmp,
-                io::Error::other("draft already committed or discarded"),
-            ));
-        };
-        let active = self.inner.layout.file(SpoolDir::Active, &id);
-        if let Err(e) = self.sync_and_rename(writer, &tmp, &active).await {
-            remove_quietly(&tmp).await;
-            tracing::error!(queue_id = %id, error = %e, "commit failed; message not accepted");
-            return Err(e);
-        }
-        let durable = self.inner.syncer.sync(SpoolDir::Active).await;
         let (message_id, subject) = spool::parse_identity(&draft.head);
         let entry = QueueEntry::new(
             id.clone(),
@@ -232,18 +212,72 @@ impl Queue {
             message_id,
             subject,
         );
-        let stored = durable.and_then(|()| self.put(&entry));
-        if let Err(e) = stored {
-            // Not durable or not recorded: undo, so the client's retry is the only copy.
-            remove_quietly(&active).await;
-            let _ = self.inner.syncer.sync(SpoolDir::Active).await;
+        let (body, cached) = match std::mem::replace(&mut draft.body, DraftBody::Done) {
+            DraftBody::Memory(message) => {
+                let message = Bytes::from(message);
+                let header = spool::encode_header(&draft.envelope);
+                (
+                    CommitBody::Memory {
+                        header,
+                        message: message.clone(),
+                    },
+                    Some(message),
+                )
+            }
+            spilled @ DraftBody::Spilled { .. } => {
+                // Put the body back so that dropping the draft on failure removes the tmp file.
+                draft.body = spilled;
+                self.finish_spilled(&mut draft).await?;
+                draft.body = DraftBody::Done;
+                (CommitBody::Spilled, None)
+            }
+            DraftBody::Done | DraftBody::OnDisk => {
+                return Err(QueueError::io(
+                    "commit",
+                    &tmp,
+                    io::Error::other("draft already committed or discarded"),
+                ));
+            }
+        };
+        let value = serde_json::to_vec(&entry).map_err(|e| QueueError::State(e.to_string()))?;
+        let record = record_for(
+            &entry,
+            vec![TrackEvent::now("received", None, "committed to the queue")],
+        );
+        let (entries, tracking, cache, schedule) = (
+            self.inner.entries.clone(),
+            self.inner.tracking.clone(),
+            self.inner.cache.clone(),
+            self.inner.schedule.clone(),
+        );
+        let scheduled = entry.clone();
+        let active = self.inner.layout.file(SpoolDir::Active, &id);
+        let recorded_id = id.clone();
+        let record_entry: Continuation = Box::new(move || {
+            if let Err(e) = entries.insert(recorded_id.as_str(), value) {
+                // Not recorded: undo, so the client's retry is the only copy.
+                let _ = std::fs::remove_file(&active);
+                if let Some(dir) = active.parent() {
+                    let _ = spool::sync_dir(dir);
+                }
+                return Err(QueueError::State(e.to_string()));
+            }
+            if let Some(message) = cached {
+                cache.insert(&recorded_id, message);
+            }
+            schedule.update(&scheduled);
+            tracking.record_message(&record);
+            Ok(())
+        });
+        if let Err(e) = self
+            .inner
+            .writer
+            .submit(Job::Commit { id: id.clone(), body }, Some(record_entry))
+            .await
+        {
             tracing::error!(queue_id = %id, error = %e, "commit failed; message not accepted");
             return Err(e);
         }
-        self.inner.tracking.record_message(&record_for(
-            &entry,
-            vec![TrackEvent::now("received", None, "committed to the queue")],
-        ));
         tracing::info!(
             queue_id = %id,
             from = %entry.envelope.sender,
@@ -256,28 +290,25 @@ impl Queue {
         Ok(entry)
     }
 
-    /// Flushes the draft, syncs its data on the blocking pool and renames it into `active/`.
-    async fn sync_and_rename(
-        &self,
-        mut writer: tokio::io::BufWriter<tokio::fs::File>,
-        tmp: &Path,
-        active: &Path,
-    ) -> Result<(), QueueError> {
-        writer
+    /// Writes out what a spilled draft still holds and syncs its data on the blocking pool, so the
+    /// spool writer only renames it (a large sync does not hold up the small commits of a round).
+    async fn finish_spilled(&self, draft: &mut Draft) -> Result<(), QueueError> {
+        let tmp = draft.tmp_path.clone();
+        draft
             .flush()
             .await
-            .map_err(|e| QueueError::io("write spool file", tmp, e))?;
+            .map_err(|e| QueueError::io("write spool file", &tmp, e))?;
+        let DraftBody::Spilled { writer, .. } = std::mem::replace(&mut draft.body, DraftBody::OnDisk)
+        else {
+            unreachable!("finish_spilled is called on spilled drafts");
+        };
         let file = writer.into_inner().into_std().await;
-        let fsync = self.inner.config.fsync;
-        let (tmp, active) = (tmp.to_path_buf(), active.to_path_buf());
+        if !self.inner.config.fsync {
+            return Ok(());
+        }
         tokio::task::spawn_blocking(move || {
-            if fsync {
-                file.sync_data()
-                    .map_err(|e| QueueError::io("sync spool file", &tmp, e))?;
-            }
-            drop(file);
-            std::fs::rename(&tmp, &active)
-                .map_err(|e| QueueError::io("move spool file to", &active, e))
+            file.sync_data()
+                .map_err(|e| QueueError::io("sync spool file", &tmp, e))
         })
         .await
         .unwrap_or_else(|e| Err(task_failed(e)))
@@ -285,10 +316,12 @@ impl Queue {
 
     /// Abandons a draft (the client gave up or the message was rejected) and removes its tmp file.
     pub async fn discard(&self, mut draft: Draft) {
-        if draft.writer.take().is_some() {
+        if let DraftBody::Spilled { .. } | DraftBody::OnDisk =
+            std::mem::replace(&mut draft.body, DraftBody::Done)
+        {
             remove_quietly(&draft.tmp_path).await;
-            tracing::debug!(queue_id = %draft.id, "draft discarded");
         }
+        tracing::debug!(queue_id = %draft.id, "draft discarded");
     }
 
     /// The entry of a message, if it is in the queue.
@@ -304,24 +337,24 @@ impl Queue {
 
     /// How many messages each queue holds.
     pub fn counts(&self) -> QueueCounts {
-        let mut counts = QueueCounts::default();
-        for entry in self.entries() {
-            match entry.kind {
-                QueueKind::Incoming => counts.incoming += 1,
-                QueueKind::Deferred => counts.deferred += 1,
-                QueueKind::Hold => counts.hold += 1,
-            }
-        }
-        counts
+        self.inner.schedule.counts()
     }
 
     /// Up to `limit` messages due for delivery at `now` (incoming or deferred, no attempt running,
-    /// `next_attempt <= now`), oldest first.
+    /// `next_attempt <= now`), earliest first.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<QueueEntry> {
-        self.entries()
-            .filter(|e| e.kind != QueueKind::Hold && !e.in_flight && e.next_attempt <= now)
-            .take(limit)
-            .collect()
+        let mut due = Vec::with_capacity(limit);
+        for id in self.inner.schedule.due(now, limit) {
+            match self.get(&id) {
+                Some(e) if e.kind != QueueKind::Hold && !e.in_flight && e.next_attempt <= now => {
+                    due.push(e)
+                }
+                // The index lagged behind a concurrent change; set it right.
+                Some(e) => self.inner.schedule.update(&e),
+                None => self.inner.schedule.forget(&id),
+            }
+        }
+        due
     }
 
     /// Marks a delivery attempt as running (flushed, so a crash during it is noticed at start-up).
@@ -415,16 +448,34 @@ impl Queue {
 
     /// The message bytes (without the spool header).
     pub async fn read_message(&self, id: &QueueId) -> Result<Vec<u8>, QueueError> {
+        Ok(self.message_bytes(id).await?.to_vec())
+    }
+
+    /// The message bytes (without the spool header), from memory when the message arrived
+    /// recently, else read from its spool file on the blocking pool.
+    pub async fn message_bytes(&self, id: &QueueId) -> Result<Bytes, QueueError> {
+        if let Some(message) = self.inner.cache.get(id) {
+            return Ok(message);
+        }
         let entry = self
             .get(id)
             .ok_or_else(|| QueueError::NotFound(id.clone()))?;
         let path = self.inner.layout.file(dir_of(entry.kind), id);
-        let mut bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| QueueError::io("read spool file", &path, e))?;
-        let header = spool::read_header_from(&bytes[..], &path)?;
-        bytes.drain(..header.offset as usize);
-        Ok(bytes)
+        tokio::task::spawn_blocking(move || {
+            let mut bytes =
+                std::fs::read(&path).map_err(|e| QueueError::io("read spool file", &path, e))?;
+            let header = spool::read_header_from(&bytes[..], &path)?;
+            bytes.drain(..header.offset as usize);
+            Ok(Bytes::from(bytes))
+        })
+        .await
+        .unwrap_or_else(|e| Err(task_failed(e)))
+    }
+
+    /// The message bytes if they are in memory (see [`Queue::message_bytes`]); `None` means
+    /// read the spool file (see [`Queue::message_path`]).
+    pub fn cached_message(&self, id: &QueueId) -> Option<Bytes> {
+        self.inner.cache.get(id)
     }
 
     /// Puts a message on hold: its file moves to `hold/` (both directories synced) and it is not
@@ -453,6 +504,8 @@ impl Queue {
         // The entry follows wherever the file now is, even if the sync reported an error.
         entry.kind = QueueKind::Hold;
         entry.hold_reason = Some(reason.to_owned());
+        // A held message may wait for days: no reason to keep it in memory.
+        self.inner.cache.remove(id);
         self.put(&entry)?;
         self.flush().await?;
         moved?;
@@ -587,6 +640,7 @@ impl Queue {
                 .entries
                 .compare_and_swap(&key, Some(&value), Some(new))
             {
+                self.inner.schedule.update(&entry);
                 count += 1;
             }
         }
@@ -630,19 +684,15 @@ impl Queue {
             .entries
             .insert(entry.id.as_str(), value)
             .map_err(|e| self.state_error(e))?;
+        self.inner.schedule.update(entry);
         Ok(())
     }
 
+    /// Makes the state database durable. The spool writer runs one flush for all who asked during
+    /// a round. (sled's own `flush_async` stalls when many tasks flush at once, seen with 20
+    /// concurrent delivery attempts after a restart; the writer thread calls the blocking one.)
     async fn flush(&self) -> Result<(), QueueError> {
-        // sled's own flush_async can stall when many tasks flush at once (seen here with 20
-        // concurrent delivery attempts after a restart: every one waited forever), so the
-        // blocking flush runs on tokio's blocking pool instead.
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| QueueError::State(format!("flush task failed: {e}")))?
-            .map_err(|e| self.state_error(e))?;
-        Ok(())
+        self.inner.writer.submit(Job::FlushState, None).await
     }
 
     fn state_error(&self, error: sled::Error) -> QueueError {
@@ -656,39 +706,54 @@ impl Queue {
         from: SpoolDir,
         to: SpoolDir,
     ) -> Result<(), QueueError> {
-        let (src, dst) = (
-            self.inner.layout.file(from, id),
-            self.inner.layout.file(to, id),
-        );
-        tokio::fs::rename(&src, &dst)
+        self.inner
+            .writer
+            .submit(
+                Job::Move {
+                    id: id.clone(),
+                    from,
+                    to,
+                },
+                None,
+            )
             .await
-            .map_err(|e| QueueError::io("move spool file to", &dst, e))?;
-        self.inner.syncer.sync_both(to, from).await
     }
 
     /// The end of a message: unlink, sync the directory, then remove the entry. A crash in
     /// between leaves an entry without a file, which start-up removes.
     async fn remove_message(&self, dir: SpoolDir, id: &QueueId) -> Result<(), QueueError> {
-        let path = self.inner.layout.file(dir, id);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(QueueError::io("remove spool file", &path, e)),
-        }
-        self.inner.syncer.sync(dir).await?;
+        let (entries, cache, schedule, gone) = (
+            self.inner.entries.clone(),
+            self.inner.cache.clone(),
+            self.inner.schedule.clone(),
+            id.clone(),
+        );
         // No sled flush: the file is gone for good, and an entry that outlives it in a crash is
         // removed as an orphan at the next start.
+        let forget: Continuation = Box::new(move || {
+            cache.remove(&gone);
+            schedule.forget(&gone);
+            entries
+                .remove(gone.as_str())
+                .map(|_| ())
+                .map_err(|e| QueueError::State(e.to_string()))
+        });
         self.inner
-            .entries
-            .remove(id.as_str())
-            .map_err(|e| self.state_error(e))?;
-        Ok(())
+            .writer
+            .submit(
+                Job::Remove {
+                    dir,
+                    id: id.clone(),
+                },
+                Some(forget),
+            )
+            .await
     }
 
-    /// Directory fsyncs performed by the committer (for the group-commit test).
+    /// Directory fsyncs performed by the spool writer (for the group-commit test).
     #[cfg(test)]
     pub(crate) fn dir_fsyncs(&self) -> u64 {
-        self.inner.syncer.fsync_count()
+        self.inner.writer.dir_fsyncs()
     }
 
     /// The queue directory layout (for tests).

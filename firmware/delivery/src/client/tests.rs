@@ -261,7 +261,7 @@ fn spool(message: &[u8]) -> (tempfile::NamedTempFile, MessageSource) {
     file.write_all(header).unwrap();
     file.write_all(message).unwrap();
     file.flush().unwrap();
-    let source = MessageSource {
+    let source = MessageSource::Spool {
         path: file.path().to_path_buf(),
         offset: header.len() as u64,
     };
@@ -536,6 +536,34 @@ async fn large_message_is_streamed_intact() {
         server.received().bodies[0] == expected,
         "body differs from the dot-stuffed message"
     );
+}
+
+#[tokio::test]
+async fn message_from_memory_is_sent_like_one_from_its_spool_file() {
+    let mut message = Vec::new();
+    for i in 0..30_000 {
+        message.extend_from_slice(format!(".line {i}\r\n").as_bytes());
+    }
+    let mut bodies = Vec::new();
+    let (_file, from_file) = spool(&message);
+    for source in [
+        from_file,
+        MessageSource::Memory(bytes::Bytes::from(message.clone())),
+    ] {
+        let server = FakeServer::start(Script::default()).await;
+        let recipients = rcpts(&["ok@example.test"]);
+        let report = deliver(
+            &config(),
+            &hop(vec![server.candidate()]),
+            &tx(&recipients),
+            &source,
+        )
+        .await;
+        assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
+        bodies.push(server.received().bodies[0].clone());
+    }
+    assert!(bodies[1].starts_with(b"..line 0\r\n"));
+    assert!(bodies[0] == bodies[1], "memory and file sources sent different bytes");
 }
 
 #[tokio::test]
@@ -982,7 +1010,7 @@ async fn silent_server_times_out_and_the_recipient_is_deferred() {
 #[tokio::test]
 async fn missing_queue_file_defers_without_connecting() {
     let server = FakeServer::start(Script::default()).await;
-    let source = MessageSource {
+    let source = MessageSource::Spool {
         path: "/nonexistent/portcullis/queue/file".into(),
         offset: 0,
     };

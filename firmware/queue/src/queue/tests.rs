@@ -8,6 +8,7 @@ use chrono::Utc;
 use tokio::io::AsyncWriteExt;
 
 use super::*;
+use crate::draft::SPILL_AT;
 use crate::envelope::ClientInfo;
 
 fn envelope(recipients: &[&str]) -> Envelope {
@@ -92,7 +93,9 @@ async fn unfinished_drafts_in_tmp_are_deleted_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _) = open(dir.path());
     let mut draft = queue.draft(envelope(&["bob@example.com"])).unwrap();
-    draft.write_all(b"Subject: half\r\n").await.unwrap();
+    // Large enough to be spilled to tmp/ while it arrives (small drafts live in memory).
+    draft.write_all(b"Subject: half\r\n\r\n").await.unwrap();
+    draft.write_all(&vec![b'x'; 2 * SPILL_AT]).await.unwrap();
     draft.flush().await.unwrap();
     let tmp = queue.layout().file(SpoolDir::Tmp, draft.id());
     // Simulate a crash: the draft is neither committed nor dropped.
@@ -119,6 +122,57 @@ async fn discarded_and_dropped_drafts_leave_no_file() {
     let tmp = queue.layout().file(SpoolDir::Tmp, draft.id());
     drop(draft);
     assert!(!tmp.exists());
+    for discard in [true, false] {
+        let mut draft = queue.draft(envelope(&["bob@example.com"])).unwrap();
+        draft.write_all(&vec![b'x'; SPILL_AT + 1]).await.unwrap();
+        draft.flush().await.unwrap();
+        let tmp = queue.layout().file(SpoolDir::Tmp, draft.id());
+        assert!(tmp.exists(), "a large draft is spilled to tmp/");
+        if discard {
+            queue.discard(draft).await;
+        } else {
+            drop(draft);
+        }
+        assert!(!tmp.exists());
+    }
+}
+
+#[tokio::test]
+async fn a_large_message_spilled_while_it_arrived_is_committed_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = open(dir.path());
+    let mut message = body("large");
+    for i in 0..200_000 {
+        message.extend_from_slice(format!("line {i}\r\n").as_bytes());
+    }
+    assert!(message.len() > 2 * SPILL_AT);
+    let mut draft = queue.draft(envelope(&["bob@example.com"])).unwrap();
+    for chunk in message.chunks(8192) {
+        draft.write_all(chunk).await.unwrap();
+    }
+    let entry = queue.commit(draft).await.unwrap();
+    assert_eq!(entry.size, message.len() as u64);
+    assert_eq!(entry.message_id.as_deref(), Some("large@example.org"));
+    assert!(queue.layout().file(SpoolDir::Active, &entry.id).exists());
+    assert!(queue.read_message(&entry.id).await.unwrap() == message);
+    drop(queue);
+    let (queue, _) = open(dir.path());
+    assert!(queue.read_message(&entry.id).await.unwrap() == message);
+}
+
+#[tokio::test]
+async fn a_small_message_is_served_from_memory_until_it_leaves_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = open(dir.path());
+    let entry = commit(&queue, &["bob@example.com"], "cached").await;
+    let cached = queue.cached_message(&entry.id).expect("kept in memory");
+    assert_eq!(&cached[..], &body("cached")[..]);
+    assert_eq!(&queue.message_bytes(&entry.id).await.unwrap()[..], &body("cached")[..]);
+    let mut attempt = queue.begin_attempt(&entry.id).await.unwrap();
+    attempt.recipients[0].status = delivered();
+    queue.end_attempt(attempt).await.unwrap();
+    assert!(queue.cached_message(&entry.id).is_none());
+    assert!(queue.message_bytes(&entry.id).await.is_err());
 }
 
 #[tokio::test]
@@ -463,20 +517,12 @@ fn no_space_left_is_reported_as_disk_full_in_words_an_admin_understands() {
 async fn a_second_open_of_the_same_queue_fails_and_leaves_drafts_alone() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _) = open(dir.path());
-    let draft = queue.draft(envelope(&["bob@example.com"])).unwrap();
+    let mut draft = queue.draft(envelope(&["bob@example.com"])).unwrap();
+    draft.write_all(&body("first")).await.unwrap();
     assert!(Queue::open(dir.path(), QueueConfig::default()).is_err());
-    assert!(draft.tmp_path.exists());
     queue.commit(draft).await.unwrap();
 }
 
-#[test]
-fn open_outside_a_runtime_is_an_error_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        Queue::open(dir.path(), QueueConfig::default()),
-        Err(QueueError::NoRuntime)
-    ));
-}
 
 #[tokio::test]
 async fn commit_wakes_the_scheduler() {
