@@ -34,6 +34,11 @@ pub fn decompose(raw: &[u8], limits: &Limits) -> Decomposition {
     // mail-parser can panic on crafted structures (found by fuzzing: a multipart nested in
     // itself with a garbled boundary). A parser panic must cost only the inspection of this
     // message: it becomes one damaged body part, never a crashed scan.
+    // Text that follows the header fields without the blank line (RFC 5322 requires one) is
+    // the body, as Python's email package and most mail readers take it; mail-parser would drop
+    // it from every part, and nothing in it would be scanned.
+    let separated = with_header_separator(raw);
+    let raw: &[u8] = separated.as_deref().unwrap_or(raw);
     let parsed = catch_unwind(AssertUnwindSafe(|| message_parser().parse(raw)));
     match parsed {
         Ok(Some(message)) => {
@@ -85,6 +90,51 @@ fn raw_body_part(raw: &[u8]) -> PartSpec {
         role: PartRole::Body,
         text: None,
     }
+}
+
+/// The message with a blank line put in front of the first line of the header section that is
+/// neither a header field nor its continuation, or `None` when the header section is well formed.
+/// A message whose first line is no header field is all body (a leading mbox `From ` line aside).
+fn with_header_separator(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut offset = 0;
+    let mut first = true;
+    while offset < raw.len() {
+        let end = raw[offset..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| offset + i + 1);
+        let line = &raw[offset..end];
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if content.is_empty() {
+            return None;
+        }
+        let continuation = matches!(content[0], b' ' | b'\t') && !first;
+        let unix_from = first && content.starts_with(b"From ");
+        if !continuation && !unix_from && !is_header_field(content) {
+            let newline: &[u8] = if line.ends_with(b"\r\n") { b"\r\n" } else { b"\n" };
+            let mut fixed = Vec::with_capacity(raw.len() + 2);
+            fixed.extend_from_slice(&raw[..offset]);
+            fixed.extend_from_slice(newline);
+            fixed.extend_from_slice(&raw[offset..]);
+            return Some(fixed);
+        }
+        first = false;
+        offset = end;
+    }
+    None
+}
+
+/// `name:` with a field name of printable ASCII (RFC 5322 section 3.6.8), optionally followed
+/// by white space before the colon, as lenient parsers accept.
+fn is_header_field(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let name = line[..colon].trim_ascii_end();
+    !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
 }
 
 /// The parser with every header field we read decoded (RFC 2047 words, addresses, MIME parameters).

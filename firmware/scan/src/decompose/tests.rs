@@ -763,3 +763,38 @@ fn a_uuencoded_executable_in_a_text_body_is_a_member_with_its_true_type() {
         member.path
     );
 }
+
+#[test]
+fn text_right_after_the_header_fields_without_a_blank_line_is_body_text() {
+    for newline in ["\n", "\r\n"] {
+        let raw = [
+            "From: a@example.org",
+            "Subject: no separator",
+            "counter to RFC 5322, there's no separating newline here",
+            "",
+            "second paragraph",
+            "",
+        ]
+        .join(newline);
+        let out = decompose(raw.as_bytes(), &Limits::default());
+        assert_eq!(out.subject.as_deref(), Some("no separator"));
+        let text: String = out.parts.iter().filter_map(|p| p.text.clone()).collect();
+        assert!(text.contains("no separating newline here"), "{text:?}");
+        assert!(text.contains("second paragraph"), "{text:?}");
+        assert!(!out.header_text.contains("separating newline"));
+    }
+}
+
+#[test]
+fn well_formed_headers_and_folded_lines_are_left_alone() {
+    assert!(with_header_separator(b"Subject: a\r\n folded\r\nTo: b@example.org\r\n\r\nbody").is_none());
+    assert!(with_header_separator(b"From someone Mon Jan 1 00:00:00 2024\nSubject: x\n\nbody").is_none());
+    assert_eq!(
+        with_header_separator(b"not a header at all\nSubject: x\n").unwrap(),
+        b"\nnot a header at all\nSubject: x\n"
+    );
+    assert_eq!(
+        with_header_separator(b"Subject: x\nbody line\n").unwrap(),
+        b"Subject: x\n\nbody line\n"
+    );
+}
