@@ -274,10 +274,16 @@ impl Control {
                 if q.get(&qid).is_none() {
                     return missing(&id);
                 }
-                match q.release(&qid).await {
-                    Ok(()) => {
+                match crate::disposition::release_held(&self.shared, &qid).await {
+                    Ok(delivered_as) => {
                         q.notify_new().notify_one();
-                        ok(format!("{id} released for delivery"))
+                        if delivered_as == qid {
+                            ok(format!("{id} released for delivery"))
+                        } else {
+                            ok(format!(
+                                "{id} released for delivery as {delivered_as} (disclaimer added)"
+                            ))
+                        }
                     }
                     Err(e) => Response::Refused {
                         message: format!("{id}: {e}"),
@@ -508,6 +514,14 @@ impl Control {
         envelope.received_at = chrono::Utc::now();
         // Claimed while committed and marked scanned, so the scheduler cannot scan the released
         // copy in between and quarantine it again.
+        // Released mail skips the scan, and with it the step that adds the disclaimer.
+        let (raw, _) = crate::disposition::with_outbound_disclaimer(
+            &self.shared,
+            &record.id.parse().map_err(|e| format!("{id}: {e}"))?,
+            &envelope,
+            raw,
+        )
+        .await?;
         let entry = crate::disposition::queue_scanned(&self.shared, envelope, &raw).await?;
         // The queue started the tracking record at commit; say where this copy came from.
         q.tracking().event(

@@ -364,22 +364,7 @@ async fn prepare_delivery(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let (content, parts) = match with_disclaimer {
-        Some(Ok(WithDisclaimer { message, parts })) => (message, Some(parts)),
-        Some(Err(NoDisclaimer::NotAdded(why))) => {
-            q.tracking().event(
-                id,
-                TrackEvent::now("disclaimer_not_added", None, why.to_string()),
-            );
-            tracing::info!(queue_id = %id, reason = %why, "disclaimer not added");
-            (rewritten, None)
-        }
-        Some(Err(NoDisclaimer::AlreadyAdded)) => {
-            tracing::info!(queue_id = %id, "disclaimer already present; not added again");
-            (rewritten, None)
-        }
-        None => (rewritten, None),
-    };
+    let (content, parts) = disclaimer_outcome(shared, id, rewritten, with_disclaimer);
     if changes.is_empty() && parts.is_none() {
         q.mark_scanned(id).await.map_err(|e| e.to_string())?;
         return Ok(id.clone());
@@ -406,6 +391,90 @@ async fn prepare_delivery(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(queue_id = %id, new_queue_id = %new.id, changes = %what, "message rewritten");
+    Ok(new.id)
+}
+
+/// Logs and records what became of the disclaimer on message `id`; returns the message to
+/// deliver and, when the disclaimer was added, the parts it went into.
+fn disclaimer_outcome(
+    shared: &Shared,
+    id: &QueueId,
+    message: Vec<u8>,
+    with_disclaimer: Option<Result<WithDisclaimer, NoDisclaimer>>,
+) -> (Vec<u8>, Option<String>) {
+    match with_disclaimer {
+        Some(Ok(WithDisclaimer { message, parts })) => (message, Some(parts.to_string())),
+        Some(Err(NoDisclaimer::NotAdded(why))) => {
+            shared.queue.tracking().event(
+                id,
+                TrackEvent::now("disclaimer_not_added", None, why.to_string()),
+            );
+            tracing::info!(queue_id = %id, reason = %why, "disclaimer not added");
+            (message, None)
+        }
+        Some(Err(NoDisclaimer::AlreadyAdded)) => {
+            tracing::info!(queue_id = %id, "disclaimer already present; not added again");
+            (message, None)
+        }
+        None => (message, None),
+    }
+}
+
+/// The message with the disclaimer added when it is outbound mail (and has none yet): for mail
+/// that leaves hold or the quarantine by an admin's decision, which skips the scan (and so the
+/// step that adds it on the way in). `Some(parts)` when it was added.
+pub(crate) async fn with_outbound_disclaimer(
+    shared: &Shared,
+    id: &QueueId,
+    envelope: &queue::Envelope,
+    raw: Vec<u8>,
+) -> Result<(Vec<u8>, Option<String>), String> {
+    let snap = shared.snapshot();
+    let Some(disclaimer) = snap
+        .disclaimer
+        .clone()
+        .filter(|_| disclaimer::is_outbound(&snap.relay, envelope))
+    else {
+        return Ok((raw, None));
+    };
+    let envelope = envelope.clone();
+    let (raw, added) = tokio::task::spawn_blocking(move || {
+        let added = disclaimer::add(&disclaimer, &snap.relay, &envelope, &raw);
+        (raw, added)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(disclaimer_outcome(shared, id, raw, Some(added)))
+}
+
+/// Releases a held message. One that was scanned before it was held (a policy hold) never
+/// passes the scan again, so when it is outbound mail the disclaimer is added here: the copy
+/// with the disclaimer is queued (scanned) and the held original removed. A crash in between
+/// leaves both, the original still held: a second release would deliver it twice, nothing is
+/// lost. Returns the id the message is delivered under.
+pub(crate) async fn release_held(shared: &Shared, id: &QueueId) -> Result<QueueId, String> {
+    let q = &shared.queue;
+    let entry = q.get(id).ok_or_else(|| format!("no message with queue id {id}"))?;
+    if entry.kind != queue::QueueKind::Hold || !entry.scanned {
+        q.release(id).await.map_err(|e| e.to_string())?;
+        return Ok(id.clone());
+    }
+    let raw = q.read_message(id).await.map_err(|e| e.to_string())?;
+    let (content, parts) = with_outbound_disclaimer(shared, id, &entry.envelope, raw).await?;
+    let Some(parts) = parts else {
+        q.release(id).await.map_err(|e| e.to_string())?;
+        return Ok(id.clone());
+    };
+    let new = queue_scanned(shared, entry.envelope.clone(), &content).await?;
+    record_copy(shared, &new, &format!("released from hold as {id} with the disclaimer"));
+    q.tracking().event(
+        id,
+        TrackEvent::now("disclaimer_added", None, format!("{parts}; copy queued as {}", new.id)),
+    );
+    q.delete_with_reason(id, &format!("released from hold; replaced by its copy {} with the disclaimer", new.id))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(queue_id = %id, new_queue_id = %new.id, parts = %parts, "message released from hold with the disclaimer");
     Ok(new.id)
 }
 
@@ -1055,6 +1124,47 @@ mod tests {
                 String::from_utf8(shared.queue.read_message(&new_id).await.unwrap()).unwrap();
             assert_eq!(again, content);
             assert_eq!(again.matches("This message is confidential.").count(), 1);
+        }
+
+        #[tokio::test]
+        async fn outbound_mail_released_from_a_policy_hold_gets_the_disclaimer() {
+            let dir = tempfile::tempdir().unwrap();
+            let shared = gateway(dir.path(), DISCLAIMER).await;
+            let entry = commit_from(
+                &shared,
+                "a@example.com",
+                &["x@other.test"],
+                b"Subject: held\r\n\r\nheld text\r\n",
+            )
+            .await;
+            // What a Hold verdict does: hold, then mark scanned (so release skips the scan).
+            shared.queue.hold(&entry.id, "policy").await.unwrap();
+            shared.queue.mark_scanned(&entry.id).await.unwrap();
+            let delivered_as = release_held(&shared, &entry.id).await.unwrap();
+            assert_ne!(delivered_as, entry.id);
+            assert!(shared.queue.get(&entry.id).is_none(), "the held original is gone");
+            let copy = shared.queue.get(&delivered_as).unwrap();
+            assert!(copy.scanned && copy.kind == queue::QueueKind::Incoming);
+            let content =
+                String::from_utf8(shared.queue.read_message(&delivered_as).await.unwrap())
+                    .unwrap();
+            assert!(content.contains("held text\r\n"), "{content}");
+            assert_eq!(content.matches("This message is confidential.").count(), 1);
+
+            // Inbound mail is released as it is, under its own id.
+            let inbound = commit_from(
+                &shared,
+                "x@other.test",
+                &["b@example.com"],
+                b"Subject: in\r\n\r\ninbound\r\n",
+            )
+            .await;
+            shared.queue.hold(&inbound.id, "policy").await.unwrap();
+            shared.queue.mark_scanned(&inbound.id).await.unwrap();
+            assert_eq!(release_held(&shared, &inbound.id).await.unwrap(), inbound.id);
+            let content =
+                String::from_utf8(shared.queue.read_message(&inbound.id).await.unwrap()).unwrap();
+            assert!(!content.contains("This message is confidential."));
         }
 
         #[tokio::test]
