@@ -418,6 +418,19 @@ pub struct MailDecomposer {
 
 impl portcullis_av::Decomposer for MailDecomposer {
     fn decompose(&self, label: &str, data: &[u8]) -> Vec<portcullis_av::ScanPart> {
+        // A mailbox holds many messages; the MIME parser would read only the first.
+        if let Some(messages) = portcullis_scan::split_mbox(data) {
+            let mut parts = Vec::new();
+            for (n, message) in messages.into_iter().enumerate() {
+                let label = format!("{label}/mbox-message-{}", n + 1);
+                parts.push(portcullis_av::ScanPart {
+                    label: label.clone(),
+                    data: message.to_vec(),
+                });
+                parts.extend(self.decompose(&label, message));
+            }
+            return parts;
+        }
         // An archive given as a file is not mail: an empty header section makes it the body of
         // a headerless message, which decomposition opens like any attached container.
         let wrapped;
@@ -591,6 +604,27 @@ mod tests {
             "{parts:?}"
         );
         assert!(d.decompose("plain.bin", b"just bytes").is_empty());
+    }
+
+    #[test]
+    fn decomposer_scans_every_message_of_an_mbox_file() {
+        use portcullis_av::Decomposer;
+        let d = MailDecomposer {
+            limits: Limits::default(),
+        };
+        let clean = b"From: a@example.org\r\nSubject: clean\r\n\r\nnothing here\r\n\r\n";
+        let mut mbox = b"From a@example.org Mon Jan  1 00:00:00 2024\r\n".to_vec();
+        mbox.extend_from_slice(clean);
+        mbox.extend_from_slice(b"From b@example.org Mon Jan  1 00:00:01 2024\r\n");
+        mbox.extend_from_slice(&eicar_mail());
+        let parts = d.decompose("box.mbox", &mbox);
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.label == "box.mbox/mbox-message-2/attachment[1] \"eicar.txt\""),
+            "{parts:?}"
+        );
+        assert!(parts.iter().any(|p| p.label == "box.mbox/mbox-message-1"));
     }
 
     #[test]

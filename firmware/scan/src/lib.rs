@@ -19,6 +19,7 @@ mod error;
 mod filetype;
 mod finding;
 mod limits;
+mod mbox;
 mod mime_text;
 mod notify;
 mod part;
@@ -35,6 +36,7 @@ pub use error::{DisclaimerError, NotifyError, PolicyError};
 pub use filetype::FileType;
 pub use finding::{Finding, LimitHit};
 pub use limits::Limits;
+pub use mbox::split_mbox;
 pub use notify::{
     Audience, CompiledNotifications, MessageFacts, NOTIFICATION_HEADER, Notification,
     NotificationPlan, NotificationTemplates, NotificationsConfig, NotifyWhom, OriginalHeaders,
