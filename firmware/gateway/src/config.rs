@@ -522,6 +522,9 @@ pub struct BouncesSection {
 pub struct ConsoleSection {
     /// Where the web console listens.
     pub listen: SocketAddr,
+    /// The web console admin's password as an argon2id PHC string (set by the serial console's
+    /// setup); never the password itself.
+    pub admin_password_hash: Option<String>,
 }
 
 impl Default for Config {
@@ -660,6 +663,7 @@ impl Default for ConsoleSection {
     fn default() -> Self {
         ConsoleSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8003)),
+            admin_password_hash: None,
         }
     }
 }

@@ -127,6 +127,20 @@ enum Command {
         #[command(subcommand)]
         action: DefsAction,
     },
+    /// The serial console: the first-boot setup wizard while the appliance is not set up, the
+    /// admin menu afterwards. Reads standard input, writes standard output (the serial TTY).
+    /// Exit 0 when the input ends, 1 when the setup was cancelled (nothing written).
+    Console {
+        /// The appliance data root (config/, system/, data/).
+        #[arg(long, default_value = portcullis_console::DEFAULT_ROOT)]
+        root: PathBuf,
+        /// Print the system commands (systemctl, ping, ip, journalctl) instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Time zone database the time zone answer is checked against.
+        #[arg(long, default_value = portcullis_console::DEFAULT_ZONEINFO)]
+        zoneinfo: PathBuf,
+    },
     /// Show the running instance's status: parts, queues, switches.
     Status {
         /// Print JSON.
@@ -418,6 +432,11 @@ fn main() -> ExitCode {
         }
         Command::Defs { action } => defs(action),
         Command::Status { json, data_dir } => talk(&data_dir, Request::Status, json),
+        Command::Console {
+            root,
+            dry_run,
+            zoneinfo,
+        } => console(root, zoneinfo, dry_run),
         Command::Alerts {
             limit,
             json,
@@ -514,6 +533,25 @@ fn defs(action: DefsAction) -> ExitCode {
         DefsAction::UpdateNow { data_dir } => talk(&data_dir, Request::DefinitionsUpdateNow, false),
         DefsAction::Status { json, data_dir } => talk(&data_dir, Request::DefinitionsStatus, json),
         DefsAction::Rollback { data_dir } => talk(&data_dir, Request::DefinitionsRollback, false),
+    }
+}
+
+/// `portcullis console`: the serial console on stdin/stdout.
+fn console(root: PathBuf, zoneinfo: PathBuf, dry_run: bool) -> ExitCode {
+    // Log to the journal (stderr under systemd), never onto the admin's screen.
+    let _log = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        None
+    } else {
+        portcullis_logging::init(&portcullis_logging::LogConfig::default(), "localhost").ok()
+    };
+    let options = portcullis_console::ConsoleOptions { root, zoneinfo };
+    match portcullis_console::run_on_stdio(options, dry_run) {
+        Ok(portcullis_console::SessionEnd::InputClosed) => ExitCode::SUCCESS,
+        Ok(portcullis_console::SessionEnd::SetupCancelled) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("portcullis: console: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
