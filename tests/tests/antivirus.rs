@@ -674,3 +674,39 @@ fn with_action_quarantine_the_message_is_listed_and_release_delivers_it() {
         "a released message should leave the quarantine:\n{after}"
     );
 }
+
+#[test]
+fn the_third_infected_message_within_the_window_raises_one_outbreak_alert_mailed_to_the_admin() {
+    let samples = Samples::new();
+    let sink = Sink::start();
+    let gateway = Daemon::start(
+        GatewayConfig::new()
+            .relay_to(&sink)
+            .set("antivirus.outbreak_messages", 3i64)
+            .set("antivirus.outbreak_window", "10m")
+            .set("alerts.to", vec!["admin@remote.test"]),
+    );
+    let outbreaks = || {
+        let log = gateway.cli_raw(&["alerts", "--json", "--limit", "100"]);
+        log.stdout.matches("virus outbreak").count()
+    };
+    for n in 1..=4 {
+        let message = samples.message(&format!("worm {n}"), &[samples.eicar_attachment()]);
+        assert_eq!(send(&gateway, &message).code, 554);
+        if n == 2 {
+            assert_eq!(outbreaks(), 0, "two infected messages are no outbreak");
+        }
+    }
+    let alert = sink.wait_for_message("the outbreak alert mail", WAIT, |m| {
+        m.text().contains("virus outbreak")
+    });
+    assert!(
+        alert.text().contains("3 infected messages within 10m")
+            && alert.text().contains("Eicar-Test-Signature (3)"),
+        "{}",
+        alert.text()
+    );
+    assert!(alert.rcpt_to.iter().any(|r| r == "admin@remote.test"));
+    send_marker_and_wait(&gateway, &sink);
+    assert_eq!(outbreaks(), 1, "one alert per window, not one per message");
+}

@@ -134,6 +134,12 @@ pub struct AntivirusSection {
     pub definitions_dir: PathBuf,
     /// What to do with an infected message.
     pub action: VirusAction,
+    /// An outbreak alert is raised when this many infected messages arrive within
+    /// `outbreak_window`; 0 switches it off.
+    pub outbreak_messages: usize,
+    /// The window of the outbreak alert.
+    #[serde(with = "humantime_serde")]
+    pub outbreak_window: Duration,
 }
 
 impl Default for AntivirusSection {
@@ -142,6 +148,8 @@ impl Default for AntivirusSection {
             enabled: true,
             definitions_dir: PathBuf::new(),
             action: VirusAction::Reject,
+            outbreak_messages: 10,
+            outbreak_window: Duration::from_secs(10 * 60),
         }
     }
 }

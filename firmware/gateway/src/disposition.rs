@@ -21,6 +21,7 @@ use portcullis_queue::{self as queue, QueueEntry, QueueId, TrackEvent};
 use portcullis_scan::Action;
 use tokio::io::AsyncWriteExt;
 
+use crate::alerts::{Alert, AlertKind};
 use crate::disclaimer::{self, NoDisclaimer, WithDisclaimer};
 use crate::notifications;
 use crate::quarantine::{QuarantineRecord, QuarantineStore};
@@ -221,6 +222,7 @@ pub async fn apply(
 ) -> Result<Applied, String> {
     let id = &entry.id;
     let disposition = plan(verdict, in_session);
+    note_infection(shared, entry, verdict);
     shared
         .metrics
         .verdicts
@@ -392,6 +394,44 @@ async fn prepare_delivery(
         .map_err(|e| e.to_string())?;
     tracing::info!(queue_id = %id, new_queue_id = %new.id, changes = %what, "message rewritten");
     Ok(new.id)
+}
+
+/// Feeds an infected message to the outbreak watch and raises the outbreak alert when it fires.
+fn note_infection(shared: &Arc<Shared>, entry: &QueueEntry, verdict: &MessageVerdict) {
+    let viruses: Vec<String> = verdict.viruses().into_iter().map(str::to_owned).collect();
+    if viruses.is_empty() {
+        return;
+    }
+    let config = &shared.snapshot().config.antivirus;
+    let Some(outbreak) = shared.outbreak.infected(
+        std::time::Instant::now(),
+        &viruses,
+        config.outbreak_messages,
+        config.outbreak_window,
+    ) else {
+        return;
+    };
+    let names: Vec<String> = outbreak
+        .viruses
+        .iter()
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect();
+    tracing::warn!(target: "av", queue_id = %entry.id, messages = outbreak.messages, viruses = %names.join(", "), "virus outbreak");
+    shared.alert(Alert::new(
+        AlertKind::Outbreak,
+        "antivirus".to_string(),
+        format!(
+            "virus outbreak: {} infected messages within {}",
+            outbreak.messages,
+            humantime::format_duration(outbreak.window)
+        ),
+        format!(
+            "Viruses: {}\nLatest message: {} from <{}>",
+            names.join(", "),
+            entry.id,
+            entry.envelope.sender
+        ),
+    ));
 }
 
 /// Logs and records what became of the disclaimer on message `id`; returns the message to

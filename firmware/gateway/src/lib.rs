@@ -17,6 +17,7 @@ pub mod housekeeping;
 pub mod inbound;
 pub mod metrics;
 pub mod notifications;
+pub mod outbreak;
 pub mod quarantine;
 pub mod relay;
 pub mod rewrite;

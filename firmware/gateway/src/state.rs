@@ -119,6 +119,8 @@ pub struct Shared {
     pub switches: Switches,
     /// The scanning stage.
     pub scan: ScanStage,
+    /// Recent infected messages, for the outbreak alert.
+    pub outbreak: crate::outbreak::OutbreakWatch,
     /// When the process started.
     pub started: std::time::Instant,
     /// Alert rate limiting and the alert log.
@@ -147,6 +149,7 @@ impl Shared {
             queue,
             switches: Switches::default(),
             scan: ScanStage::default(),
+            outbreak: crate::outbreak::OutbreakWatch::default(),
             started: std::time::Instant::now(),
             definitions: std::sync::OnceLock::new(),
         }
