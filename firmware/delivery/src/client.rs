@@ -23,6 +23,9 @@ use crate::data::DotStuffer;
 use crate::reply::{MAX_LINE, RemoteReply, ReplyParser};
 use crate::{Candidate, NextHop, tls};
 
+pub use cache::{SessionCache, SessionCacheLimits};
+use cache::Session;
+
 /// Whether the client uses STARTTLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -165,6 +168,18 @@ pub async fn deliver(
     tx: &Transaction<'_>,
     source: &MessageSource,
 ) -> DeliveryReport {
+    deliver_reusing(config, None, hop, tx, source).await
+}
+
+/// [`deliver`], taking an open session from `sessions` when one to the host is parked there, and
+/// parking the session afterwards instead of closing it.
+pub async fn deliver_reusing(
+    config: &ClientConfig,
+    sessions: Option<&SessionCache>,
+    hop: &NextHop,
+    tx: &Transaction<'_>,
+    source: &MessageSource,
+) -> DeliveryReport {
     let mut report = DeliveryReport {
         host: None,
         addr: None,
@@ -194,7 +209,7 @@ pub async fn deliver(
     for candidate in &hop.candidates {
         let mut use_tls = config.tls == TlsMode::Opportunistic;
         loop {
-            let attempt = attempt(config, candidate, tx, &mut body, use_tls).await;
+            let attempt = attempt(config, sessions, candidate, tx, &mut body, use_tls).await;
             match attempt {
                 Attempt::Finished { results, tls } => {
                     info!(next_hop = %hop.key, host = %candidate, tls = tls.as_deref().unwrap_or("none"), "transaction finished");
@@ -562,6 +577,7 @@ async fn hello(
 /// One connection to one candidate: greeting, EHLO, maybe STARTTLS, then the transaction.
 async fn attempt(
     config: &ClientConfig,
+    sessions: Option<&SessionCache>,
     candidate: &Candidate,
     tx: &Transaction<'_>,
     body: &mut Body,
@@ -569,6 +585,27 @@ async fn attempt(
 ) -> Attempt {
     let peer = Peer(candidate);
     let port = candidate.addr.port();
+    if let Some(cache) = sessions
+        && let Some(mut session) = cache.take(candidate.addr, use_tls)
+    {
+        let results = transaction(&mut session.conn, config, &peer, tx, &session.caps, body).await;
+        if results.connection_usable || results.mail_accepted {
+            debug!(host = %candidate, uses = session.uses + 1, "transaction on a reused session");
+            let tls = session.tls.clone();
+            if results.connection_usable {
+                session.uses += 1;
+                cache
+                    .put(candidate.addr, use_tls, session, config.command_timeout)
+                    .await;
+            }
+            return Attempt::Finished {
+                results: results.recipients,
+                tls,
+            };
+        }
+        // Nothing was committed on it: the server had closed the parked session.
+        debug!(host = %candidate, "parked session was closed by the server; connecting afresh");
+    }
     let tcp = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(candidate.addr))
         .await
     {
@@ -649,7 +686,20 @@ async fn attempt(
 
     let results = transaction(&mut conn, config, &peer, tx, &caps, body).await;
     if results.connection_usable {
-        conn.quit().await;
+        match sessions {
+            Some(cache) => {
+                let session = Session {
+                    conn,
+                    caps,
+                    tls: tls.clone(),
+                    uses: 1,
+                };
+                cache
+                    .put(candidate.addr, use_tls, session, config.command_timeout)
+                    .await;
+            }
+            None => conn.quit().await,
+        }
     }
     Attempt::Finished {
         results: results.recipients,
@@ -668,13 +718,16 @@ enum RcptState {
     Done(RcptResult),
 }
 
-/// The transaction's outcome and whether the connection can still carry a QUIT.
+/// The transaction's outcome, whether the connection can still carry a QUIT (or the next
+/// transaction), and whether the server accepted MAIL FROM (so something was committed there).
 struct TransactionOutcome {
     recipients: Vec<RcptResult>,
     connection_usable: bool,
+    mail_accepted: bool,
 }
 
-struct Recipients(Vec<RcptState>);
+/// The recipients' states, and whether MAIL FROM was accepted.
+struct Recipients(Vec<RcptState>, bool);
 
 impl Recipients {
     /// Every recipient that is not decided yet gets `result`.
@@ -714,6 +767,7 @@ impl Recipients {
         TransactionOutcome {
             recipients,
             connection_usable,
+            mail_accepted: self.1,
         }
     }
 }
@@ -745,7 +799,7 @@ async fn transaction(
     body: &mut Body,
 ) -> TransactionOutcome {
     let limit = config.command_timeout;
-    let mut rcpts = Recipients(vec![RcptState::Waiting; tx.recipients.len()]);
+    let mut rcpts = Recipients(vec![RcptState::Waiting; tx.recipients.len()], false);
 
     if tx.smtputf8 && !caps.smtputf8 {
         let reply = format!("550 5.6.7 SMTPUTF8 is required, but was not offered by host {peer}");
@@ -813,7 +867,10 @@ async fn transaction(
         return rcpts.finish(false);
     }
     match conn.read_reply(limit).await {
-        Ok(reply) if reply.is_positive() => debug!(host = %peer, reply = %reply, "sender accepted"),
+        Ok(reply) if reply.is_positive() => {
+            rcpts.1 = true;
+            debug!(host = %peer, reply = %reply, "sender accepted")
+        }
         Ok(reply) => {
             let result = outcome_of(peer, &reply, Step::MailFrom);
             rcpts.settle_open(|| result.clone());
@@ -952,5 +1009,6 @@ async fn send_body(
         .map_err(|f| f.describe(peer, Step::EndOfData))
 }
 
+mod cache;
 #[cfg(test)]
 mod tests;

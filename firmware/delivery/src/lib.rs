@@ -22,7 +22,8 @@ mod route;
 mod tls;
 
 pub use client::{
-    ClientConfig, DeliveryReport, MessageSource, RcptResult, TlsMode, Transaction, deliver,
+    ClientConfig, DeliveryReport, MessageSource, RcptResult, SessionCache, SessionCacheLimits,
+    TlsMode, Transaction, deliver, deliver_reusing,
 };
 pub use error::DeliveryError;
 pub use route::{

@@ -489,6 +489,12 @@ pub struct DeliverySection {
     pub helo_name: String,
     /// The routing list.
     pub routes: Vec<RouteSection>,
+    /// An SMTP session to a next hop is kept open this long after a message for the next one
+    /// to the same host; zero closes every session after its message. *restart*
+    #[serde(with = "humantime_serde")]
+    pub session_cache_time: Duration,
+    /// Messages one kept session carries before it is closed. *restart*
+    pub session_reuse_limit: u32,
 }
 
 /// One `[[delivery.routes]]` entry.
@@ -644,6 +650,8 @@ impl Default for DeliverySection {
             tls: "opportunistic".into(),
             helo_name: String::new(),
             routes: Vec::new(),
+            session_cache_time: Duration::from_secs(2),
+            session_reuse_limit: 100,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use portcullis_delivery::{
     ClientConfig, DnsConfig, DomainPattern, HostPort, MessageSource, NextHop, RcptResult, Route,
-    RouteError, Router, RoutingConfig, TlsMode, Transaction,
+    RouteError, Router, RoutingConfig, SessionCache, SessionCacheLimits, TlsMode, Transaction,
 };
 use portcullis_queue::{QueueEntry, QueueId, QueueKind, RecipientStatus, TrackEvent};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -77,13 +77,23 @@ pub struct Scheduler {
     connection_limit: usize,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     in_progress: Mutex<HashSet<QueueId>>,
+    /// Open sessions to next hops, kept between messages.
+    sessions: SessionCache,
 }
 
 impl Scheduler {
     /// A scheduler using `router`; limits are taken from the current snapshot.
     pub fn new(shared: Arc<Shared>, router: Router) -> Scheduler {
-        let limit = shared.snapshot().config.delivery.max_connections;
+        let snap = shared.snapshot();
+        let delivery = &snap.config.delivery;
+        let limit = delivery.max_connections;
+        let sessions = SessionCache::new(SessionCacheLimits {
+            idle_time: delivery.session_cache_time,
+            max_uses: delivery.session_reuse_limit,
+            max_idle_per_host: delivery.max_per_destination,
+        });
         Scheduler {
+            sessions,
             shared,
             router: RwLock::new(Arc::new(router)),
             connections: Arc::new(Semaphore::new(limit)),
@@ -122,6 +132,7 @@ impl Scheduler {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
+            self.sessions.close_expired();
             if self.shared.switches.delivery_paused() {
                 continue;
             }
@@ -169,6 +180,7 @@ impl Scheduler {
         while self.active() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.sessions.close_all();
     }
 
     /// Runs one attempt in its own task so a panic or a hang in it is contained, and counts
@@ -392,7 +404,14 @@ impl Scheduler {
                 .acquire_owned()
                 .await
                 .expect("semaphore never closed");
-            let report = portcullis_delivery::deliver(&client, &hop, &tx, &source).await;
+            let report = portcullis_delivery::deliver_reusing(
+                &client,
+                Some(&self.sessions),
+                &hop,
+                &tx,
+                &source,
+            )
+            .await;
             let now = Utc::now();
             // Internet MX hosts are down all the time; only our own next hops (the internal
             // mail server, via a route or the default route) are worth waking the admin for.

@@ -26,6 +26,8 @@ struct Script {
     end_of_data: String,
     /// Accept the connection but never say anything.
     silent: bool,
+    /// Answer RSET, then hang up (a server that closes idle sessions early).
+    close_after_rset: bool,
 }
 
 impl Default for Script {
@@ -47,6 +49,7 @@ impl Default for Script {
             data: "354 End data with <CR><LF>.<CR><LF>".into(),
             end_of_data: "250 2.0.0 Ok: queued as 12345".into(),
             silent: false,
+            close_after_rset: false,
         }
     }
 }
@@ -212,6 +215,10 @@ where
             }
             "QUIT" => {
                 reply(&mut reader, "221 2.0.0 Bye").await;
+                return None;
+            }
+            "RSET" if script.close_after_rset => {
+                reply(&mut reader, "250 2.0.0 Ok").await;
                 return None;
             }
             "RSET" | "NOOP" => "250 2.0.0 Ok".into(),
@@ -1046,4 +1053,97 @@ async fn recipient_with_a_line_break_is_failed_and_never_sent() {
     assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
     assert!(matches!(report.results[1].1, RcptResult::Delivered { .. }));
     assert!(!server.received().commands.iter().any(|c| c == "RSET"));
+}
+
+async fn deliver_through(
+    cache: &SessionCache,
+    server: &FakeServer,
+    source: &MessageSource,
+) -> DeliveryReport {
+    let recipients = rcpts(&["ok@example.test"]);
+    deliver_reusing(
+        &config(),
+        Some(cache),
+        &hop(vec![server.candidate()]),
+        &tx(&recipients),
+        source,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn consecutive_messages_to_one_host_share_one_session_reset_between_them() {
+    let server = FakeServer::start(Script::default()).await;
+    let cache = SessionCache::new(SessionCacheLimits::default());
+    let (_file, source) = spool(MESSAGE);
+    for _ in 0..3 {
+        let report = deliver_through(&cache, &server, &source).await;
+        assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
+    }
+    assert_eq!(cache.parked(), 1);
+    {
+        let seen = server.received();
+        assert_eq!(seen.connections, 1, "{:?}", seen.commands);
+        assert_eq!(seen.bodies.len(), 3);
+        let ehlo = seen.commands.iter().filter(|c| c.starts_with("EHLO")).count();
+        let rset = seen.commands.iter().filter(|c| *c == "RSET").count();
+        assert_eq!((ehlo, rset), (1, 3));
+        assert!(!seen.commands.iter().any(|c| c == "QUIT"));
+    }
+    cache.close_all();
+    assert_eq!(cache.parked(), 0);
+    for _ in 0..50 {
+        if server.received().commands.iter().any(|c| c == "QUIT") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("closing the cache did not say QUIT");
+}
+
+#[tokio::test]
+async fn a_parked_session_the_server_closed_is_replaced_by_a_fresh_connection() {
+    let server = FakeServer::start(Script {
+        close_after_rset: true,
+        ..Script::default()
+    })
+    .await;
+    let cache = SessionCache::new(SessionCacheLimits::default());
+    let (_file, source) = spool(MESSAGE);
+    for _ in 0..2 {
+        let report = deliver_through(&cache, &server, &source).await;
+        assert!(
+            matches!(report.results[0].1, RcptResult::Delivered { .. }),
+            "{:?}",
+            report.results
+        );
+    }
+    assert_eq!(server.received().connections, 2);
+    assert_eq!(server.received().bodies.len(), 2);
+}
+
+#[tokio::test]
+async fn a_session_is_closed_after_its_reuse_limit_and_none_is_kept_when_the_cache_is_off() {
+    let server = FakeServer::start(Script::default()).await;
+    let limits = SessionCacheLimits {
+        max_uses: 2,
+        ..SessionCacheLimits::default()
+    };
+    let cache = SessionCache::new(limits);
+    let (_file, source) = spool(MESSAGE);
+    for _ in 0..3 {
+        deliver_through(&cache, &server, &source).await;
+    }
+    assert_eq!(server.received().connections, 2);
+    // The scripted server serves one connection at a time: let the parked one go first.
+    cache.close_all();
+
+    let off = SessionCache::new(SessionCacheLimits {
+        idle_time: Duration::ZERO,
+        ..SessionCacheLimits::default()
+    });
+    let report = deliver_through(&off, &server, &source).await;
+    assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
+    assert_eq!(off.parked(), 0);
+    assert_eq!(server.received().connections, 3);
 }
