@@ -212,7 +212,8 @@ pub async fn deliver_reusing(
             let attempt = attempt(config, sessions, candidate, tx, &mut body, use_tls).await;
             match attempt {
                 Attempt::Finished { results, tls } => {
-                    info!(next_hop = %hop.key, host = %candidate, tls = tls.as_deref().unwrap_or("none"), "transaction finished");
+                    // The caller logs the outcome per recipient (one line per message at info).
+                    debug!(next_hop = %hop.key, host = %candidate, tls = tls.as_deref().unwrap_or("none"), "transaction finished");
                     report.host = Some(candidate.host.clone());
                     report.addr = Some(candidate.addr);
                     report.tls = tls;
@@ -942,7 +943,7 @@ async fn transaction(
     }
     match conn.read_reply(config.data_timeout).await {
         Ok(reply) if reply.is_positive() => {
-            info!(host = %peer, reply = %reply, "message accepted");
+            debug!(host = %peer, reply = %reply, "message accepted");
             let text = reply.to_string();
             rcpts.settle_accepted(|| RcptResult::Delivered {
                 reply: text.clone(),

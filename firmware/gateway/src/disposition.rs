@@ -232,7 +232,12 @@ pub async fn apply(
         .queue
         .tracking()
         .event(id, TrackEvent::now("scanned", None, verdict.summary()));
-    tracing::info!(queue_id = %id, verdict = verdict.label(), reasons = %verdict.explain().join(" | "), in_session, "scan verdict");
+    // A clean message's verdict is already in "message scanned"; anything else is told in full.
+    if verdict.reasons.is_empty() {
+        tracing::debug!(queue_id = %id, verdict = verdict.label(), in_session, "scan verdict");
+    } else {
+        tracing::info!(queue_id = %id, verdict = verdict.label(), reasons = %verdict.explain().join(" | "), in_session, "scan verdict");
+    }
     // Read now: a reject, drop or quarantine takes the message out of the queue.
     let notify = if notifications::wanted(shared, verdict) {
         Some((

@@ -429,7 +429,8 @@ impl Queue {
             _ => Outcome::PartiallyDelivered,
         };
         self.inner.tracking.outcome(&id, outcome);
-        tracing::info!(queue_id = %id, ?outcome, attempts = updated.attempts, "message removed from the queue (all recipients final)");
+        // The scheduler logs the message's end at info ("message done"); this is the queue's side.
+        tracing::debug!(queue_id = %id, ?outcome, attempts = updated.attempts, "message removed from the queue (all recipients final)");
         Ok(())
     }
 

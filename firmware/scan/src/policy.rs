@@ -681,7 +681,8 @@ impl CompiledPolicy {
             .cloned()
             .unwrap_or(Action::Deliver);
         let verdict = Verdict { action, reasons };
-        tracing::info!(action = %verdict.action, reasons = verdict.reasons.len(), "policy verdict");
+        // The gateway logs the verdict with the queue id; this line is for debugging the policy.
+        tracing::debug!(action = %verdict.action, reasons = verdict.reasons.len(), "policy verdict");
         for reason in &verdict.reasons {
             tracing::info!(reason = %reason, "policy reason");
         }
