@@ -124,6 +124,45 @@ pub enum VirusAction {
     Log,
 }
 
+/// What happens to an infected message whose infection cannot be removed (with
+/// `action = "strip"`: it is not in an attachment that can be taken out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unrepairable {
+    /// Accept and discard the whole message.
+    #[default]
+    Drop,
+    /// Deliver it as it is, recording the detection.
+    Log,
+}
+
+/// Which infected messages also leave a copy of the original in the quarantine store, whatever
+/// their action did with them (the classic "quarantine nothing / unrepaired / all infected").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineCopy {
+    /// No copies (`action = "quarantine"` still quarantines).
+    #[default]
+    None,
+    /// Infected messages that were not repaired (refused, dropped, delivered as they are).
+    Unrepaired,
+    /// Every infected message, repaired ones included.
+    All,
+}
+
+/// Virus names of mass-mailing worms (wildcards, any case): mail they sent is the worm's own
+/// product, so repairing it makes no sense.
+pub fn default_mass_mailers() -> Vec<String> {
+    [
+        "*@mm", "*.mm", "*massmail*", "*mass-mail*", "*.mailer*", "Email-Worm.*", "I-Worm.*",
+        "*Worm.Mydoom*", "*Worm.Netsky*", "*Worm.Bagle*", "*Worm.Sober*", "*Worm.Mytob*",
+        "*Worm.Klez*", "*Worm.Sobig*", "*Worm.Zafi*", "*Worm.Mimail*", "*Worm.Lovgate*",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
 /// `[antivirus]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +173,13 @@ pub struct AntivirusSection {
     pub definitions_dir: PathBuf,
     /// What to do with an infected message.
     pub action: VirusAction,
+    /// With `action = "strip"`: what an infection that cannot be removed gets.
+    pub unrepairable: Unrepairable,
+    /// Which infected messages leave a copy of the original in the quarantine.
+    pub quarantine_copy: QuarantineCopy,
+    /// Virus names (wildcards) of mass-mailing worms: a message carrying one is deleted whole
+    /// when the action would repair it or deliver it (`strip`, `log`).
+    pub mass_mailers: Vec<String>,
     /// An outbreak alert is raised when this many infected messages arrive within
     /// `outbreak_window`; 0 switches it off.
     pub outbreak_messages: usize,
@@ -148,6 +194,9 @@ impl Default for AntivirusSection {
             enabled: true,
             definitions_dir: PathBuf::new(),
             action: VirusAction::Reject,
+            unrepairable: Unrepairable::Drop,
+            quarantine_copy: QuarantineCopy::None,
+            mass_mailers: default_mass_mailers(),
             outbreak_messages: 10,
             outbreak_window: Duration::from_secs(10 * 60),
         }

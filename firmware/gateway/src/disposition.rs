@@ -22,6 +22,7 @@ use portcullis_scan::Action;
 use tokio::io::AsyncWriteExt;
 
 use crate::alerts::{Alert, AlertKind};
+use crate::config::QuarantineCopy;
 use crate::disclaimer::{self, NoDisclaimer, WithDisclaimer};
 use crate::notifications;
 use crate::quarantine::{QuarantineRecord, QuarantineStore};
@@ -247,6 +248,21 @@ pub async fn apply(
     } else {
         None
     };
+    let copy = shared.snapshot().config.antivirus.quarantine_copy;
+    if wants_quarantine_copy(copy, verdict, &disposition) {
+        match put_in_quarantine(shared, entry, verdict).await {
+            Ok(()) => {
+                shared.queue.tracking().event(
+                    id,
+                    TrackEvent::now("quarantine_copy", None, "original kept in the quarantine"),
+                );
+                tracing::info!(queue_id = %id, "copy of the infected original kept in the quarantine");
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot keep a copy of the infected original in the quarantine")
+            }
+        }
+    }
     let applied = carry_out(shared, entry, verdict, disposition).await?;
     if let Some((headers, outcome)) = notify {
         let facts = notifications::facts(entry, &headers, verdict, outcome);
@@ -254,6 +270,52 @@ pub async fn apply(
         notifications::send(shared, entry, plan).await;
     }
     Ok(applied)
+}
+
+/// Whether an infected message leaves a copy of its original in the quarantine
+/// (`antivirus.quarantine_copy`) besides what its disposition does.
+fn wants_quarantine_copy(
+    copy: QuarantineCopy,
+    verdict: &MessageVerdict,
+    disposition: &Disposition,
+) -> bool {
+    if matches!(disposition, Disposition::Quarantine) {
+        return false;
+    }
+    let mut infected = verdict.reasons.iter().filter(|r| r.virus.is_some());
+    match copy {
+        QuarantineCopy::None => false,
+        QuarantineCopy::All => infected.next().is_some(),
+        QuarantineCopy::Unrepaired => infected.any(|r| r.action != Action::StripPart),
+    }
+}
+
+/// Stores the message as it is in the queue, with its verdict, in the quarantine (synced before
+/// it returns).
+async fn put_in_quarantine(
+    shared: &Shared,
+    entry: &QueueEntry,
+    verdict: &MessageVerdict,
+) -> Result<(), String> {
+    let raw = shared
+        .queue
+        .read_message(&entry.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let record = QuarantineRecord {
+        id: entry.id.to_string(),
+        quarantined_at: Utc::now(),
+        envelope: entry.envelope.clone(),
+        subject: entry.subject.clone(),
+        message_id: entry.message_id.clone(),
+        size: raw.len() as u64,
+        verdict: verdict.clone(),
+    };
+    let store = QuarantineStore::new(&shared.snapshot().config.quarantine_dir());
+    tokio::task::spawn_blocking(move || store.put(&record, &raw))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Does what the disposition says, on the queue and the quarantine store.
@@ -299,21 +361,7 @@ async fn carry_out(
             Ok(Applied::Held)
         }
         Disposition::Quarantine => {
-            let raw = q.read_message(id).await.map_err(|e| e.to_string())?;
-            let record = QuarantineRecord {
-                id: id.to_string(),
-                quarantined_at: Utc::now(),
-                envelope: entry.envelope.clone(),
-                subject: entry.subject.clone(),
-                message_id: entry.message_id.clone(),
-                size: raw.len() as u64,
-                verdict: verdict.clone(),
-            };
-            let store = QuarantineStore::new(&shared.snapshot().config.quarantine_dir());
-            tokio::task::spawn_blocking(move || store.put(&record, &raw))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            put_in_quarantine(shared, entry, verdict).await?;
             q.delete_with_reason(id, "quarantined")
                 .await
                 .map_err(|e| e.to_string())?;
@@ -909,6 +957,39 @@ mod tests {
             );
             assert_eq!(records[0].verdict.viruses(), vec!["Eicar-Test-Signature"]);
             assert_eq!(store.read_message(&records[0].id).unwrap(), mail());
+        }
+
+        #[tokio::test]
+        async fn quarantine_copy_keeps_the_infected_original_as_the_action_asks() {
+            // (action, quarantine_copy, copies expected, what the message gets)
+            let cases = [
+                ("strip", "all", 1, "queued"),
+                ("strip", "unrepaired", 0, "queued"),
+                ("reject", "unrepaired", 1, "rejected"),
+                ("drop", "none", 0, "dropped"),
+            ];
+            for (action, copy, copies, outcome) in cases {
+                let dir = tempfile::tempdir().unwrap();
+                let config =
+                    format!("[antivirus]\naction = \"{action}\"\nquarantine_copy = \"{copy}\"\n");
+                let shared = gateway(dir.path(), &config).await;
+                let entry = commit(&shared, &mail()).await;
+                let applied = scan_and_apply(&shared, &entry, true).await;
+                let got = match applied {
+                    Applied::Queued(_) => "queued",
+                    Applied::Rejected { .. } => "rejected",
+                    Applied::Dropped => "dropped",
+                    _ => "other",
+                };
+                assert_eq!(got, outcome, "{action}/{copy}: {applied:?}");
+                let store = QuarantineStore::new(&dir.path().join("quarantine"));
+                let records = store.list().unwrap();
+                assert_eq!(records.len(), copies, "{action}/{copy}");
+                if copies == 1 {
+                    assert_eq!(store.read_message(&records[0].id).unwrap(), mail());
+                    assert_eq!(records[0].verdict.viruses(), vec!["Eicar-Test-Signature"]);
+                }
+            }
         }
 
         #[tokio::test]

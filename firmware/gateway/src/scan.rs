@@ -22,7 +22,7 @@ use portcullis_scan::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, VirusAction};
+use crate::config::{AntivirusSection, Config, Unrepairable, VirusAction};
 use crate::state::Snapshot;
 
 /// One reason behind a verdict, as plain data: a line an admin understands and what it asks for.
@@ -150,8 +150,8 @@ pub struct Scanners<'a> {
     pub policy: &'a CompiledPolicy,
     /// The antivirus engine, or `None` when antivirus is switched off.
     pub engine: Option<&'a Engine>,
-    /// What infected messages get.
-    pub virus_action: VirusAction,
+    /// What infected messages get (action, unrepairable, mass mailers).
+    pub antivirus: &'a AntivirusSection,
 }
 
 impl<'a> Scanners<'a> {
@@ -161,7 +161,7 @@ impl<'a> Scanners<'a> {
             limits: &snap.config.scan.limits,
             policy: &snap.policy,
             engine: snap.config.antivirus.enabled.then_some(&*snap.engine),
-            virus_action: snap.config.antivirus.action,
+            antivirus: &snap.config.antivirus,
         }
     }
 
@@ -260,17 +260,28 @@ impl<'a> Scanners<'a> {
                 violation: Some(violation),
             };
         }
-        let action = match self.virus_action {
+        let av = self.antivirus;
+        let mass_mailer = av
+            .mass_mailers
+            .iter()
+            .any(|pattern| portcullis_scan::Wildcard::new(pattern).matches(name));
+        let action = match av.action {
+            // A mass mailer's message is the worm's own product: nothing in it is worth keeping.
+            VirusAction::Strip | VirusAction::Log if mass_mailer => Action::Drop,
             VirusAction::Reject => Action::Reject,
             VirusAction::Strip if carrier.is_some() => Action::StripPart,
-            // Nothing removable carries it: the infection cannot be taken out, so the message goes.
-            VirusAction::Strip => Action::Drop,
+            // Nothing removable carries it: the infection cannot be taken out.
+            VirusAction::Strip => match av.unrepairable {
+                Unrepairable::Drop => Action::Drop,
+                Unrepairable::Log => Action::Log,
+            },
             VirusAction::Quarantine => Action::Quarantine,
             VirusAction::Drop => Action::Drop,
             VirusAction::Log => Action::Log,
         };
+        let what = if mass_mailer { "mass-mailer worm" } else { "virus" };
         VerdictReason {
-            text: format!("virus {name} found in {place}"),
+            text: format!("{what} {name} found in {place}"),
             action,
             carrier,
             virus: Some(name.to_string()),
@@ -495,7 +506,7 @@ pub fn check_files(
         limits: &config.scan.limits,
         policy: &policy,
         engine: config.antivirus.enabled.then_some(engine),
-        virus_action: config.antivirus.action,
+        antivirus: &config.antivirus,
     };
     Ok(files
         .iter()
@@ -519,11 +530,28 @@ mod tests {
         limits: &'a Limits,
         action: VirusAction,
     ) -> Scanners<'a> {
+        with_antivirus(
+            policy,
+            engine,
+            limits,
+            AntivirusSection {
+                action,
+                ..AntivirusSection::default()
+            },
+        )
+    }
+
+    fn with_antivirus<'a>(
+        policy: &'a CompiledPolicy,
+        engine: &'a Engine,
+        limits: &'a Limits,
+        antivirus: AntivirusSection,
+    ) -> Scanners<'a> {
         Scanners {
             limits,
             policy,
             engine: Some(engine),
-            virus_action: action,
+            antivirus: Box::leak(Box::new(antivirus)),
         }
     }
 
@@ -568,6 +596,59 @@ mod tests {
     }
 
     #[test]
+    fn an_infection_that_cannot_be_stripped_follows_the_unrepairable_setting() {
+        let policy = CompiledPolicy::compile(Default::default()).unwrap();
+        let engine = Engine::builtin();
+        let limits = Limits::default();
+        let eicar = std::str::from_utf8(portcullis_av::EICAR).unwrap();
+        // In a header field: found in the raw message only, in no part that could be removed.
+        let in_the_text = format!("From: a@example.com\r\nX-Payload: {eicar}\r\n\r\nhello\r\n");
+        for (unrepairable, expected) in [
+            (Unrepairable::Drop, Action::Drop),
+            (Unrepairable::Log, Action::Log),
+        ] {
+            let antivirus = AntivirusSection {
+                action: VirusAction::Strip,
+                unrepairable,
+                ..AntivirusSection::default()
+            };
+            let v = with_antivirus(&policy, &engine, &limits, antivirus)
+                .evaluate(in_the_text.as_bytes());
+            assert_eq!(v.action, expected, "{:?}", v.explain());
+        }
+    }
+
+    #[test]
+    fn a_mass_mailer_is_deleted_whole_instead_of_repaired_or_logged() {
+        let policy = CompiledPolicy::compile(Default::default()).unwrap();
+        let engine = Engine::builtin();
+        let limits = Limits::default();
+        for action in [VirusAction::Strip, VirusAction::Log] {
+            let antivirus = AntivirusSection {
+                action,
+                // EICAR stands in for a worm's signature here.
+                mass_mailers: vec!["eicar-test-*".into()],
+                ..AntivirusSection::default()
+            };
+            let v = with_antivirus(&policy, &engine, &limits, antivirus).evaluate(&eicar_mail());
+            assert_eq!(v.action, Action::Drop, "{action:?}: {:?}", v.explain());
+            assert!(v.explain()[0].starts_with("mass-mailer worm Eicar-Test-Signature found"));
+        }
+        // The default list knows the classic families and the @mm suffix, not EICAR.
+        let defaults = crate::config::default_mass_mailers();
+        let is_mass_mailer = |name: &str| {
+            defaults
+                .iter()
+                .any(|p| portcullis_scan::Wildcard::new(p).matches(name))
+        };
+        assert!(is_mass_mailer("W32.Netsky.P@mm"));
+        assert!(is_mass_mailer("Win.Worm.Mydoom-1"));
+        assert!(is_mass_mailer("Email-Worm.Win32.Bagle.a"));
+        assert!(!is_mass_mailer("Eicar-Test-Signature"));
+        assert!(!is_mass_mailer("Win.Trojan.Agent-123"));
+    }
+
+    #[test]
     fn clean_message_is_delivered_without_reasons() {
         let policy = CompiledPolicy::compile(Default::default()).unwrap();
         let engine = Engine::builtin();
@@ -585,7 +666,7 @@ mod tests {
             limits: &limits,
             policy: &policy,
             engine: None,
-            virus_action: VirusAction::Reject,
+            antivirus: &AntivirusSection::default(),
         };
         assert_eq!(s.evaluate(&eicar_mail()).action, Action::Deliver);
     }
