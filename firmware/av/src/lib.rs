@@ -31,5 +31,5 @@ pub use error::AvError;
 pub use hashes::HashKind;
 pub use paths::{
     DEFAULT_MAX_FILE_SIZE, Decomposer, NoDecomposition, PartDetection, ScanOptions, ScanPart,
-    ScanSummary, scan_parts, scan_paths, scan_paths_with,
+    ScanSummary, scan_parts, scan_parts_with_limits, scan_paths, scan_paths_with,
 };

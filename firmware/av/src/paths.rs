@@ -22,6 +22,10 @@ pub struct ScanOptions {
     /// Also run the file-name heuristics (off by default: clamscan has no such check, and on a
     /// file system, names are not the attack they are in mail).
     pub name_heuristics: bool,
+    /// Report a file whose unpacking stopped at a limit (depth, files, size, ratio, time) as
+    /// `Heuristics.Limits.Exceeded.<limit> FOUND`, like clamscan's `--alert-exceeds-max`.
+    /// Off by default, as in clamscan: such a file is `OK` as far as it could be scanned.
+    pub alert_exceeds_max: bool,
 }
 
 impl Default for ScanOptions {
@@ -30,6 +34,7 @@ impl Default for ScanOptions {
             recursive: false,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             name_heuristics: false,
+            alert_exceeds_max: false,
         }
     }
 }
@@ -49,6 +54,12 @@ pub trait Decomposer {
     /// The parts inside `data` (recursively, if the implementation wants), not including `data`
     /// itself, which is always scanned.
     fn decompose(&self, label: &str, data: &[u8]) -> Vec<ScanPart>;
+
+    /// [`Decomposer::decompose`], plus the limits at which unpacking stopped, as short names in
+    /// clamscan's style (`MaxRecursion`, `MaxFiles`, `MaxScanSize`, …). The default finds none.
+    fn decompose_with_limits(&self, label: &str, data: &[u8]) -> (Vec<ScanPart>, Vec<String>) {
+        (self.decompose(label, data), Vec::new())
+    }
 }
 
 /// A [`Decomposer`] that finds no parts: only whole files are scanned.
@@ -78,6 +89,19 @@ pub fn scan_parts(
     decomposer: &dyn Decomposer,
     name_heuristics: bool,
 ) -> Vec<PartDetection> {
+    scan_parts_with_limits(engine, label, data, decomposer, name_heuristics, false)
+}
+
+/// [`scan_parts`]; with `alert_exceeds_max`, unpacking that stopped at a limit is a detection
+/// named `Heuristics.Limits.Exceeded.<limit>`.
+pub fn scan_parts_with_limits(
+    engine: &Engine,
+    label: &str,
+    data: &[u8],
+    decomposer: &dyn Decomposer,
+    name_heuristics: bool,
+    alert_exceeds_max: bool,
+) -> Vec<PartDetection> {
     let mut found = Vec::new();
     let mut scan_one = |label: &str, data: &[u8]| {
         let detections = if name_heuristics {
@@ -91,8 +115,23 @@ pub fn scan_parts(
         }));
     };
     scan_one(label, data);
-    for part in decomposer.decompose(label, data) {
+    let (parts, limits) = decomposer.decompose_with_limits(label, data);
+    for part in parts {
         scan_one(&part.label, &part.data);
+    }
+    if alert_exceeds_max {
+        for limit in limits {
+            let name = format!("Heuristics.Limits.Exceeded.{limit}");
+            if !found.iter().any(|f| f.detection.name == name) {
+                found.push(PartDetection {
+                    label: label.to_string(),
+                    detection: Detection {
+                        name,
+                        method: crate::DetectionMethod::LimitExceeded,
+                    },
+                });
+            }
+        }
     }
     found
 }
@@ -233,12 +272,13 @@ impl PathWalk<'_> {
         }
         self.summary.scanned_files += 1;
         let label = path.display().to_string();
-        let found = scan_parts(
+        let found = scan_parts_with_limits(
             self.engine,
             &label,
             &data,
             self.decomposer,
             self.options.name_heuristics,
+            self.options.alert_exceeds_max,
         );
         let line = match found.first() {
             Some(first) => {
@@ -304,6 +344,42 @@ mod tests {
         );
         assert!(text.ends_with(" ERROR\n"), "{text}");
         assert_eq!(summary.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_file_unpacked_only_up_to_a_limit_is_ok_unless_alert_exceeds_max_is_set() {
+        struct StopsAtALimit;
+        impl Decomposer for StopsAtALimit {
+            fn decompose(&self, _label: &str, _data: &[u8]) -> Vec<ScanPart> {
+                Vec::new()
+            }
+            fn decompose_with_limits(&self, _: &str, _: &[u8]) -> (Vec<ScanPart>, Vec<String>) {
+                (Vec::new(), vec!["MaxRecursion".into()])
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bomb = dir.path().join("bomb.zip");
+        std::fs::write(&bomb, b"nested").unwrap();
+        for (alert, expected, code) in [
+            (false, "bomb.zip: OK\n", 0),
+            (true, "bomb.zip: Heuristics.Limits.Exceeded.MaxRecursion FOUND\n", 1),
+        ] {
+            let options = ScanOptions {
+                alert_exceeds_max: alert,
+                ..ScanOptions::default()
+            };
+            let mut out = Vec::new();
+            let summary = scan_paths_with(
+                &Engine::builtin(),
+                std::slice::from_ref(&bomb),
+                &options,
+                &StopsAtALimit,
+                &mut out,
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with(expected), "{text}");
+            assert_eq!(summary.exit_code(), code);
+        }
     }
 
     #[test]

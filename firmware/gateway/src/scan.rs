@@ -429,18 +429,28 @@ pub struct MailDecomposer {
 
 impl portcullis_av::Decomposer for MailDecomposer {
     fn decompose(&self, label: &str, data: &[u8]) -> Vec<portcullis_av::ScanPart> {
+        self.decompose_with_limits(label, data).0
+    }
+
+    fn decompose_with_limits(
+        &self,
+        label: &str,
+        data: &[u8],
+    ) -> (Vec<portcullis_av::ScanPart>, Vec<String>) {
         // A mailbox holds many messages; the MIME parser would read only the first.
         if let Some(messages) = portcullis_scan::split_mbox(data) {
-            let mut parts = Vec::new();
+            let (mut parts, mut limits) = (Vec::new(), Vec::new());
             for (n, message) in messages.into_iter().enumerate() {
                 let label = format!("{label}/mbox-message-{}", n + 1);
                 parts.push(portcullis_av::ScanPart {
                     label: label.clone(),
                     data: message.to_vec(),
                 });
-                parts.extend(self.decompose(&label, message));
+                let (inner, hit) = self.decompose_with_limits(&label, message);
+                parts.extend(inner);
+                limits.extend(hit.into_iter().filter(|h| !limits.contains(h)).collect::<Vec<_>>());
             }
-            return parts;
+            return (parts, limits);
         }
         // An archive given as a file is not mail: an empty header section makes it the body of
         // a headerless message, which decomposition opens like any attached container.
@@ -451,8 +461,17 @@ impl portcullis_av::Decomposer for MailDecomposer {
         } else {
             data
         };
-        let parts = portcullis_scan::decompose(input, &self.limits);
-        parts
+        let decomposed = portcullis_scan::decompose(input, &self.limits);
+        let mut limits: Vec<String> = Vec::new();
+        for finding in &decomposed.findings {
+            if let portcullis_scan::Finding::LimitExceeded { limit, .. } = finding {
+                let name = clamscan_limit_name(limit).to_string();
+                if !limits.contains(&name) {
+                    limits.push(name);
+                }
+            }
+        }
+        let parts = decomposed
             .parts
             .into_iter()
             // A file that is not mail becomes one body part: its own bytes, already scanned
@@ -470,7 +489,21 @@ impl portcullis_av::Decomposer for MailDecomposer {
                     data: p.bytes.to_vec(),
                 }
             })
-            .collect()
+            .collect();
+        (parts, limits)
+    }
+}
+
+/// The name clamscan gives a limit in its `Heuristics.Limits.Exceeded.*` detections.
+fn clamscan_limit_name(limit: &portcullis_scan::LimitHit) -> &'static str {
+    use portcullis_scan::LimitHit;
+    match limit {
+        LimitHit::Depth { .. } => "MaxRecursion",
+        LimitHit::Files { .. } => "MaxFiles",
+        LimitHit::TotalBytes { .. } => "MaxScanSize",
+        LimitHit::CompressionRatio { .. } => "MaxRatio",
+        LimitHit::Time { .. } => "MaxScanTime",
+        LimitHit::DecoderMemory { .. } => "MaxDecoderMemory",
     }
 }
 
@@ -706,6 +739,34 @@ mod tests {
             "{parts:?}"
         );
         assert!(parts.iter().any(|p| p.label == "box.mbox/mbox-message-1"));
+    }
+
+    #[test]
+    fn decomposer_names_the_limit_a_nested_archive_hit_like_clamscan() {
+        use portcullis_av::Decomposer;
+        use std::io::Write;
+        let mut inner = Vec::new();
+        {
+            let mut gz = flate2_free_gzip(&mut inner);
+            gz.write_all(b"innermost").unwrap();
+        }
+        let mut outer = Vec::new();
+        {
+            let mut gz = flate2_free_gzip(&mut outer);
+            gz.write_all(&inner).unwrap();
+        }
+        let shallow = MailDecomposer {
+            limits: Limits {
+                max_depth: 1,
+                ..Limits::default()
+            },
+        };
+        let (_, limits) = shallow.decompose_with_limits("nested.gz", &outer);
+        assert_eq!(limits, vec!["MaxRecursion".to_string()]);
+        let deep = MailDecomposer {
+            limits: Limits::default(),
+        };
+        assert!(deep.decompose_with_limits("nested.gz", &outer).1.is_empty());
     }
 
     #[test]

@@ -97,6 +97,10 @@ enum Command {
         /// Data directory whose definitions store is used without --defs.
         #[arg(long, default_value = "./var")]
         data_dir: PathBuf,
+        /// Report files whose unpacking stopped at a limit (nesting, files, size, ratio, time) as
+        /// Heuristics.Limits.Exceeded.* FOUND, like clamscan's option of the same name.
+        #[arg(long)]
+        alert_exceeds_max: bool,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -395,6 +399,7 @@ fn main() -> ExitCode {
             recursive,
             defs,
             data_dir,
+            alert_exceeds_max,
             paths,
         } => {
             let engine = match portcullis_gateway::scan::engine_for_cli(defs.as_deref(), &data_dir)
@@ -407,6 +412,7 @@ fn main() -> ExitCode {
             };
             let options = ScanOptions {
                 recursive,
+                alert_exceeds_max,
                 ..Default::default()
             };
             let decomposer = MailDecomposer {
