@@ -239,19 +239,6 @@ const EXPECTATIONS: &[Expectation] = &[
         ALL,
         "Content-Transfer-Encoding: x-uuencode: not decoded (the part is scanned encoded)",
     ),
-    // A message is parsed as MIME only when it is the scanned file (or a message/rfc822 part);
-    // ClamAV recognises mail by content anywhere, e.g. as an archive member or an
-    // application/octet-stream attachment.
-    gap(
-        "clam.mail",
-        WRAPPED,
-        "a message inside a container or attached as octet-stream is not parsed as mail",
-    ),
-    gap(
-        "clam.exe.mbox.base64",
-        WRAPPED,
-        "a message inside a container or attached as octet-stream is not parsed as mail",
-    ),
     // Nine tgz inside each other: 18 containers (gzip, tar). scan.limits.max_depth (10) stops us;
     // clamscan, with --max-recursion 17, still reaches clam.exe. One more wrapper and it stops too.
     gap(

@@ -127,6 +127,44 @@ fn with_header_separator(raw: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Whether `bytes` starts like an RFC 5322 message: header fields (an mbox `From ` line may
+/// come first) up to a blank line, among them at least two that every mail has.
+fn looks_like_mail(bytes: &[u8]) -> bool {
+    const MAIL_FIELDS: &[&str] = &[
+        "from",
+        "to",
+        "subject",
+        "date",
+        "received",
+        "return-path",
+        "message-id",
+        "mime-version",
+        "content-type",
+    ];
+    let mut known = 0;
+    for (n, line) in bytes.split(|&b| b == b'\n').take(500).enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return n > 0 && known >= 2;
+        }
+        if n == 0 && line.starts_with(b"From ") {
+            continue;
+        }
+        if n > 0 && matches!(line[0], b' ' | b'\t') {
+            continue;
+        }
+        if !is_header_field(line) {
+            return false;
+        }
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name.trim_ascii()).to_ascii_lowercase();
+        if MAIL_FIELDS.contains(&name.as_str()) {
+            known += 1;
+        }
+    }
+    false
+}
+
 /// `name:` with a field name of printable ASCII (RFC 5322 section 3.6.8), optionally followed
 /// by white space before the colon, as lenient parsers accept.
 fn is_header_field(line: &[u8]) -> bool {
@@ -335,6 +373,35 @@ impl Walker<'_> {
                     },
                     true,
                 );
+            }
+            return true;
+        }
+        // A message that is not declared as one (an archive member, an octet-stream attachment, a
+        // saved .eml): recognised by its header fields and walked like an attached message.
+        if matches!(true_type, FileType::Text) && looks_like_mail(&bytes) {
+            if depth + 1 > self.limits.max_depth {
+                self.finding(Finding::LimitExceeded {
+                    limit: LimitHit::Depth {
+                        limit: self.limits.max_depth,
+                    },
+                    path,
+                });
+                return true;
+            }
+            let input = with_header_separator(&bytes);
+            let input: &[u8] = input.as_deref().unwrap_or(&bytes);
+            // As at the top: a parser panic costs only this part's inner structure.
+            let walked = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(nested) = message_parser().parse(input) {
+                    self.walk_message(&nested, &path, depth + 1, Some(&carrier), false);
+                    drop_flat(nested);
+                }
+            }));
+            if walked.is_err() {
+                self.finding(Finding::Damaged {
+                    path,
+                    reason: "the MIME parser failed on this message's structure".into(),
+                });
             }
             return true;
         }

@@ -798,3 +798,21 @@ fn well_formed_headers_and_folded_lines_are_left_alone() {
         b"Subject: x\n\nbody line\n"
     );
 }
+
+#[test]
+fn a_message_attached_as_octet_stream_or_zipped_is_walked_as_mail() {
+    let inner = "From: a@example.org\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n--i\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"x.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\naGlkZGVuIHBheWxvYWQ=\r\n--i--\r\n";
+    let outer = format!(
+        "From: b@example.org\r\nSubject: outer\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--o\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"saved.eml\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--o--\r\n",
+        base64(inner.as_bytes())
+    );
+    let out = decompose(outer.as_bytes(), &Limits::default());
+    assert!(
+        out.parts.iter().any(|p| &p.bytes[..] == b"hidden payload"),
+        "{:?}",
+        out.parts.iter().map(|p| p.path.to_string()).collect::<Vec<_>>()
+    );
+    // Ordinary text with a colon in its first line is not taken for mail.
+    assert!(!looks_like_mail(b"Note: call me\r\nThanks\r\n\r\n"));
+    assert!(looks_like_mail(b"From x@y Mon Jan 1 2024\nFrom: x@y\nTo: z@w\n\nhi\n"));
+}
