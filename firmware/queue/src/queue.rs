@@ -92,6 +92,8 @@ struct Inner {
     entries: sled::Tree,
     tracking: Tracking,
     writer: SpoolWriter,
+    /// Runs the flushes of the state database (`begin_attempt`, hold, release), batched.
+    state_flusher: SpoolWriter,
     cache: Arc<MessageCache>,
     schedule: Arc<Schedule>,
     notify: Arc<Notify>,
@@ -127,7 +129,9 @@ impl Queue {
         let tracking = Tracking::open(&db).map_err(|e| QueueError::state(e, &state_dir))?;
         let recovery = recovery::recover(&layout, &config, &entries, &tracking)?;
         db.flush().map_err(|e| QueueError::state(e, &state_dir))?;
-        let writer = SpoolWriter::start(&layout, db.clone(), config.fsync)?;
+        let writer = SpoolWriter::start("spool-writer", &layout, db.clone(), config.fsync)?;
+        // sled flushes get a thread of their own: a commit never waits behind one.
+        let state_flusher = SpoolWriter::start("state-flusher", &layout, db.clone(), config.fsync)?;
         tracing::info!(
             messages = recovery.messages,
             rebuilt_entries = recovery.rebuilt_entries,
@@ -153,6 +157,7 @@ impl Queue {
             entries,
             tracking,
             writer,
+            state_flusher,
             notify: Arc::new(Notify::new()),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
@@ -693,7 +698,7 @@ impl Queue {
     /// a round. (sled's own `flush_async` stalls when many tasks flush at once, seen with 20
     /// concurrent delivery attempts after a restart; the writer thread calls the blocking one.)
     async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.writer.submit(Job::FlushState, None).await
+        self.inner.state_flusher.submit(Job::FlushState, None).await
     }
 
     fn state_error(&self, error: sled::Error) -> QueueError {

@@ -76,8 +76,10 @@ pub(crate) struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    /// Starts the writer thread. With `fsync` false (benchmarks only) nothing is synced.
+    /// Starts the writer thread, named `name`. With `fsync` false (benchmarks only) nothing is
+    /// synced.
     pub(crate) fn start(
+        name: &str,
         layout: &Layout,
         db: sled::Db,
         fsync: bool,
@@ -93,7 +95,7 @@ impl SpoolWriter {
             dir_fsyncs: dir_fsyncs.clone(),
         };
         let thread = std::thread::Builder::new()
-            .name("spool-writer".into())
+            .name(name.into())
             .spawn(move || round.run(rx))
             .map_err(|e| {
                 QueueError::io("start the spool writer for", &layout.dir(SpoolDir::Active), e)
@@ -386,7 +388,7 @@ mod tests {
         let layout = Layout::new(dir);
         layout.create().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let writer = SpoolWriter::start(&layout, db, true).unwrap();
+        let writer = SpoolWriter::start("spool-writer", &layout, db, true).unwrap();
         (layout, writer)
     }
 
