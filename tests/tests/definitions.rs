@@ -120,10 +120,17 @@ fn send_clean_until(port: u16, client: usize, stop: Arc<AtomicBool>) -> Load {
                 return Ok(format!("banner {banner}"));
             }
             c.command("EHLO load.test")?;
-            let reply =
-                c.send_message("alice@origin.test", &["bob@remote.test"], &message(&subject, None))?;
+            let reply = c.send_message(
+                "alice@origin.test",
+                &["bob@remote.test"],
+                &message(&subject, None),
+            )?;
             c.quit();
-            Ok(if reply.code == 250 { String::new() } else { format!("{reply}") })
+            Ok(if reply.code == 250 {
+                String::new()
+            } else {
+                format!("{reply}")
+            })
         });
         match outcome {
             Ok(problem) if problem.is_empty() => {
@@ -191,13 +198,20 @@ fn definitions_swapped_under_smtp_load_drop_nothing_and_take_effect_at_once() {
             .relay_to(&sink)
             // All clients come from 127.0.0.1; the default of 5 per address is for the internet.
             .set("smtp.max_sessions_per_ip", 50i64)
-            .set("definitions.urls", vec![format!("http://127.0.0.1:{port}/")])
+            .set(
+                "definitions.urls",
+                vec![format!("http://127.0.0.1:{port}/")],
+            )
             .set("definitions.pinned_keys", vec![pub_key])
             .set("definitions.jitter", "0s")
             .set("definitions.retry_delay", "1s"),
     );
     let smtp = gateway.smtp_port();
-    assert_eq!(send_payload(smtp, 1).code, 250, "no definitions yet: blob 1 passes");
+    assert_eq!(
+        send_payload(smtp, 1).code,
+        250,
+        "no definitions yet: blob 1 passes"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
@@ -214,15 +228,29 @@ fn definitions_swapped_under_smtp_load_drop_nothing_and_take_effect_at_once() {
         let started = Instant::now();
         let update = gateway.cli_raw(&["defs", "update-now"]);
         swap_times.push(started.elapsed());
-        assert_eq!(update.status, Some(0), "update to {version}: {}{}", update.stdout, update.stderr);
+        assert_eq!(
+            update.status,
+            Some(0),
+            "update to {version}: {}{}",
+            update.stdout,
+            update.stderr
+        );
         // From the swap on, the newest signature is in force, and the older ones still are.
         for n in [1, version] {
             let reply = send_payload(smtp, n);
-            assert_eq!(reply.code, 554, "blob {n} after installing version {version}: {reply}");
+            assert_eq!(
+                reply.code, 554,
+                "blob {n} after installing version {version}: {reply}"
+            );
             assert!(reply.text().contains(&format!("Test.Swap.{n}")), "{reply}");
         }
         if version < VERSIONS {
-            assert_eq!(send_payload(smtp, version + 1).code, 250, "blob {} is not known yet", version + 1);
+            assert_eq!(
+                send_payload(smtp, version + 1).code,
+                250,
+                "blob {} is not known yet",
+                version + 1
+            );
         }
     }
     std::thread::sleep(Duration::from_millis(700));
@@ -230,9 +258,16 @@ fn definitions_swapped_under_smtp_load_drop_nothing_and_take_effect_at_once() {
     let loads: Vec<Load> = clients.into_iter().map(|c| c.join().unwrap()).collect();
 
     let failures: Vec<&String> = loads.iter().flat_map(|l| &l.failures).collect();
-    assert!(failures.is_empty(), "SMTP failures during the swaps: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "SMTP failures during the swaps: {failures:?}"
+    );
     let accepted: Vec<&String> = loads.iter().flat_map(|l| &l.accepted).collect();
-    assert!(accepted.len() >= 20, "too little load to mean anything: {}", accepted.len());
+    assert!(
+        accepted.len() >= 20,
+        "too little load to mean anything: {}",
+        accepted.len()
+    );
     // The payloads accepted while their signature was not yet installed (blob 1 before any
     // definitions, blob N+1 under version N), plus every accepted load message, and nothing else.
     let expected = accepted.len() + VERSIONS as usize;
@@ -245,7 +280,10 @@ fn definitions_swapped_under_smtp_load_drop_nothing_and_take_effect_at_once() {
         .filter_map(|m| m.header("Subject"))
         .collect();
     for subject in &accepted {
-        assert!(arrived.contains(subject), "{subject} was accepted but never delivered");
+        assert!(
+            arrived.contains(subject),
+            "{subject} was accepted but never delivered"
+        );
     }
     assert_eq!(arrived.len(), expected, "{arrived:?}");
     let mut latencies: Vec<Duration> = loads.iter().flat_map(|l| l.latencies.clone()).collect();

@@ -362,7 +362,11 @@ mod tests {
         std::fs::write(&bomb, b"nested").unwrap();
         for (alert, expected, code) in [
             (false, "bomb.zip: OK\n", 0),
-            (true, "bomb.zip: Heuristics.Limits.Exceeded.MaxRecursion FOUND\n", 1),
+            (
+                true,
+                "bomb.zip: Heuristics.Limits.Exceeded.MaxRecursion FOUND\n",
+                1,
+            ),
         ] {
             let options = ScanOptions {
                 alert_exceeds_max: alert,

@@ -23,8 +23,8 @@ use crate::data::DotStuffer;
 use crate::reply::{MAX_LINE, RemoteReply, ReplyParser};
 use crate::{Candidate, NextHop, tls};
 
-pub use cache::{SessionCache, SessionCacheLimits};
 use cache::Session;
+pub use cache::{SessionCache, SessionCacheLimits};
 
 /// Whether the client uses STARTTLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -198,7 +198,10 @@ pub async fn deliver_reusing(
                 offset: *offset,
             },
             Err(e) => {
-                let why = format!("local error: cannot read queue file {}: {e}", path.display());
+                let why = format!(
+                    "local error: cannot read queue file {}: {e}",
+                    path.display()
+                );
                 warn!(next_hop = %hop.key, error = %why, "delivery not attempted");
                 report.results = all(tx, |_| RcptResult::Deferred { reply: why.clone() });
                 return report;

@@ -154,9 +154,23 @@ pub enum QuarantineCopy {
 /// product, so repairing it makes no sense.
 pub fn default_mass_mailers() -> Vec<String> {
     [
-        "*@mm", "*.mm", "*massmail*", "*mass-mail*", "*.mailer*", "Email-Worm.*", "I-Worm.*",
-        "*Worm.Mydoom*", "*Worm.Netsky*", "*Worm.Bagle*", "*Worm.Sober*", "*Worm.Mytob*",
-        "*Worm.Klez*", "*Worm.Sobig*", "*Worm.Zafi*", "*Worm.Mimail*", "*Worm.Lovgate*",
+        "*@mm",
+        "*.mm",
+        "*massmail*",
+        "*mass-mail*",
+        "*.mailer*",
+        "Email-Worm.*",
+        "I-Worm.*",
+        "*Worm.Mydoom*",
+        "*Worm.Netsky*",
+        "*Worm.Bagle*",
+        "*Worm.Sober*",
+        "*Worm.Mytob*",
+        "*Worm.Klez*",
+        "*Worm.Sobig*",
+        "*Worm.Zafi*",
+        "*Worm.Mimail*",
+        "*Worm.Lovgate*",
     ]
     .into_iter()
     .map(String::from)

@@ -547,7 +547,9 @@ pub(crate) async fn with_outbound_disclaimer(
 /// lost. Returns the id the message is delivered under.
 pub(crate) async fn release_held(shared: &Shared, id: &QueueId) -> Result<QueueId, String> {
     let q = &shared.queue;
-    let entry = q.get(id).ok_or_else(|| format!("no message with queue id {id}"))?;
+    let entry = q
+        .get(id)
+        .ok_or_else(|| format!("no message with queue id {id}"))?;
     if entry.kind != queue::QueueKind::Hold || !entry.scanned {
         q.release(id).await.map_err(|e| e.to_string())?;
         return Ok(id.clone());
@@ -559,14 +561,28 @@ pub(crate) async fn release_held(shared: &Shared, id: &QueueId) -> Result<QueueI
         return Ok(id.clone());
     };
     let new = queue_scanned(shared, entry.envelope.clone(), &content).await?;
-    record_copy(shared, &new, &format!("released from hold as {id} with the disclaimer"));
+    record_copy(
+        shared,
+        &new,
+        &format!("released from hold as {id} with the disclaimer"),
+    );
     q.tracking().event(
         id,
-        TrackEvent::now("disclaimer_added", None, format!("{parts}; copy queued as {}", new.id)),
+        TrackEvent::now(
+            "disclaimer_added",
+            None,
+            format!("{parts}; copy queued as {}", new.id),
+        ),
     );
-    q.delete_with_reason(id, &format!("released from hold; replaced by its copy {} with the disclaimer", new.id))
-        .await
-        .map_err(|e| e.to_string())?;
+    q.delete_with_reason(
+        id,
+        &format!(
+            "released from hold; replaced by its copy {} with the disclaimer",
+            new.id
+        ),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!(queue_id = %id, new_queue_id = %new.id, parts = %parts, "message released from hold with the disclaimer");
     Ok(new.id)
 }
@@ -1268,12 +1284,14 @@ mod tests {
             shared.queue.mark_scanned(&entry.id).await.unwrap();
             let delivered_as = release_held(&shared, &entry.id).await.unwrap();
             assert_ne!(delivered_as, entry.id);
-            assert!(shared.queue.get(&entry.id).is_none(), "the held original is gone");
+            assert!(
+                shared.queue.get(&entry.id).is_none(),
+                "the held original is gone"
+            );
             let copy = shared.queue.get(&delivered_as).unwrap();
             assert!(copy.scanned && copy.kind == queue::QueueKind::Incoming);
             let content =
-                String::from_utf8(shared.queue.read_message(&delivered_as).await.unwrap())
-                    .unwrap();
+                String::from_utf8(shared.queue.read_message(&delivered_as).await.unwrap()).unwrap();
             assert!(content.contains("held text\r\n"), "{content}");
             assert_eq!(content.matches("This message is confidential.").count(), 1);
 
@@ -1287,7 +1305,10 @@ mod tests {
             .await;
             shared.queue.hold(&inbound.id, "policy").await.unwrap();
             shared.queue.mark_scanned(&inbound.id).await.unwrap();
-            assert_eq!(release_held(&shared, &inbound.id).await.unwrap(), inbound.id);
+            assert_eq!(
+                release_held(&shared, &inbound.id).await.unwrap(),
+                inbound.id
+            );
             let content =
                 String::from_utf8(shared.queue.read_message(&inbound.id).await.unwrap()).unwrap();
             assert!(!content.contains("This message is confidential."));

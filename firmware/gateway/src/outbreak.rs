@@ -56,7 +56,9 @@ impl OutbreakWatch {
         if w.seen.len() < threshold {
             return None;
         }
-        if w.reported.is_some_and(|at| now.duration_since(at) <= window) {
+        if w.reported
+            .is_some_and(|at| now.duration_since(at) <= window)
+        {
             return None;
         }
         w.reported = Some(now);
@@ -120,6 +122,9 @@ mod tests {
             let at = t0 + Duration::from_secs(i * 601);
             assert!(watch.infected(at, &names("Worm.A"), 2, WINDOW).is_none());
         }
-        assert!(watch.infected(t0, &names("x"), 0, WINDOW).is_none(), "0 is off");
+        assert!(
+            watch.infected(t0, &names("x"), 0, WINDOW).is_none(),
+            "0 is off"
+        );
     }
 }

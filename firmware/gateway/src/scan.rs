@@ -279,7 +279,11 @@ impl<'a> Scanners<'a> {
             VirusAction::Drop => Action::Drop,
             VirusAction::Log => Action::Log,
         };
-        let what = if mass_mailer { "mass-mailer worm" } else { "virus" };
+        let what = if mass_mailer {
+            "mass-mailer worm"
+        } else {
+            "virus"
+        };
         VerdictReason {
             text: format!("{what} {name} found in {place}"),
             action,
@@ -448,7 +452,11 @@ impl portcullis_av::Decomposer for MailDecomposer {
                 });
                 let (inner, hit) = self.decompose_with_limits(&label, message);
                 parts.extend(inner);
-                limits.extend(hit.into_iter().filter(|h| !limits.contains(h)).collect::<Vec<_>>());
+                limits.extend(
+                    hit.into_iter()
+                        .filter(|h| !limits.contains(h))
+                        .collect::<Vec<_>>(),
+                );
             }
             return (parts, limits);
         }

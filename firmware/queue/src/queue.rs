@@ -277,7 +277,13 @@ impl Queue {
         if let Err(e) = self
             .inner
             .writer
-            .submit(Job::Commit { id: id.clone(), body }, Some(record_entry))
+            .submit(
+                Job::Commit {
+                    id: id.clone(),
+                    body,
+                },
+                Some(record_entry),
+            )
             .await
         {
             tracing::error!(queue_id = %id, error = %e, "commit failed; message not accepted");
@@ -303,7 +309,8 @@ impl Queue {
             .flush()
             .await
             .map_err(|e| QueueError::io("write spool file", &tmp, e))?;
-        let DraftBody::Spilled { writer, .. } = std::mem::replace(&mut draft.body, DraftBody::OnDisk)
+        let DraftBody::Spilled { writer, .. } =
+            std::mem::replace(&mut draft.body, DraftBody::OnDisk)
         else {
             unreachable!("finish_spilled is called on spilled drafts");
         };

@@ -137,10 +137,7 @@ mod tests {
         );
         assert_eq!(schedule.due(Utc::now(), 1), vec![due_first.id.clone()]);
         let counts = schedule.counts();
-        assert_eq!(
-            (counts.incoming, counts.deferred, counts.hold),
-            (2, 2, 1)
-        );
+        assert_eq!((counts.incoming, counts.deferred, counts.hold), (2, 2, 1));
     }
 
     #[test]

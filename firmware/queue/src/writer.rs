@@ -98,7 +98,11 @@ impl SpoolWriter {
             .name(name.into())
             .spawn(move || round.run(rx))
             .map_err(|e| {
-                QueueError::io("start the spool writer for", &layout.dir(SpoolDir::Active), e)
+                QueueError::io(
+                    "start the spool writer for",
+                    &layout.dir(SpoolDir::Active),
+                    e,
+                )
             })?;
         Ok(SpoolWriter {
             requests: Some(requests),
@@ -237,9 +241,9 @@ impl Round {
                 if let (Job::Commit { id, .. }, Some(file), Ok(())) =
                     (&p.request.job, &p.file, &p.result)
                 {
-                    p.result = file
-                        .sync_data()
-                        .map_err(|e| QueueError::io("sync spool file", &self.layout.file(SpoolDir::Tmp, id), e));
+                    p.result = file.sync_data().map_err(|e| {
+                        QueueError::io("sync spool file", &self.layout.file(SpoolDir::Tmp, id), e)
+                    });
                 }
             }
         }
@@ -310,10 +314,16 @@ impl Round {
             .iter()
             .any(|p| matches!(p.request.job, Job::FlushState))
         {
-            let flushed = self.db.flush().map_err(|e| QueueError::State(e.to_string()));
+            let flushed = self
+                .db
+                .flush()
+                .map_err(|e| QueueError::State(e.to_string()));
             for p in &mut round {
                 if matches!(p.request.job, Job::FlushState) {
-                    p.result = flushed.as_ref().map(|_| ()).map_err(|e| QueueError::State(e.to_string()));
+                    p.result = flushed
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| QueueError::State(e.to_string()));
                 }
             }
         }
@@ -410,7 +420,10 @@ mod tests {
             .map(|id| {
                 let (writer, id) = (writer.clone(), id.clone());
                 tokio::spawn(async move {
-                    let job = Job::Commit { id: id.clone(), body: memory(id.as_str()) };
+                    let job = Job::Commit {
+                        id: id.clone(),
+                        body: memory(id.as_str()),
+                    };
                     writer.submit(job, None).await
                 })
             })
@@ -423,7 +436,11 @@ mod tests {
             assert_eq!(bytes, format!("H\n{id}").as_bytes());
             assert!(!layout.file(SpoolDir::Tmp, id).exists());
         }
-        assert!(writer.dir_fsyncs() * 4 <= 200, "{} directory fsyncs", writer.dir_fsyncs());
+        assert!(
+            writer.dir_fsyncs() * 4 <= 200,
+            "{} directory fsyncs",
+            writer.dir_fsyncs()
+        );
     }
 
     #[tokio::test]
@@ -439,10 +456,19 @@ mod tests {
             Err(QueueError::State("recording failed".into()))
         });
         let result = writer
-            .submit(Job::Commit { id: id.clone(), body: memory("x") }, Some(then))
+            .submit(
+                Job::Commit {
+                    id: id.clone(),
+                    body: memory("x"),
+                },
+                Some(then),
+            )
             .await;
         assert!(matches!(result, Err(QueueError::State(_))));
-        assert!(*seen.lock().unwrap(), "the continuation ran before the file was in active/");
+        assert!(
+            *seen.lock().unwrap(),
+            "the continuation ran before the file was in active/"
+        );
     }
 
     #[tokio::test]
@@ -451,24 +477,49 @@ mod tests {
         let (layout, writer) = writer(dir.path());
         let id = QueueId::generate();
         writer
-            .submit(Job::Commit { id: id.clone(), body: memory("x") }, None)
+            .submit(
+                Job::Commit {
+                    id: id.clone(),
+                    body: memory("x"),
+                },
+                None,
+            )
             .await
             .unwrap();
         let before = writer.dir_fsyncs();
         writer
-            .submit(Job::Move { id: id.clone(), from: SpoolDir::Active, to: SpoolDir::Hold }, None)
+            .submit(
+                Job::Move {
+                    id: id.clone(),
+                    from: SpoolDir::Active,
+                    to: SpoolDir::Hold,
+                },
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(writer.dir_fsyncs() - before, 2);
         assert!(layout.file(SpoolDir::Hold, &id).exists());
         writer
-            .submit(Job::Remove { dir: SpoolDir::Hold, id: id.clone() }, None)
+            .submit(
+                Job::Remove {
+                    dir: SpoolDir::Hold,
+                    id: id.clone(),
+                },
+                None,
+            )
             .await
             .unwrap();
         assert!(!layout.file(SpoolDir::Hold, &id).exists());
         // Removing what is already gone is not an error (a crash may have come in between).
         writer
-            .submit(Job::Remove { dir: SpoolDir::Hold, id }, None)
+            .submit(
+                Job::Remove {
+                    dir: SpoolDir::Hold,
+                    id,
+                },
+                None,
+            )
             .await
             .unwrap();
     }
@@ -480,7 +531,13 @@ mod tests {
         let id = QueueId::generate();
         std::fs::write(layout.file(SpoolDir::Tmp, &id), b"someone else's").unwrap();
         let result = writer
-            .submit(Job::Commit { id: id.clone(), body: memory("x") }, None)
+            .submit(
+                Job::Commit {
+                    id: id.clone(),
+                    body: memory("x"),
+                },
+                None,
+            )
             .await;
         assert!(matches!(result, Err(QueueError::Io { .. })), "{result:?}");
         assert!(!layout.file(SpoolDir::Active, &id).exists());

@@ -570,7 +570,10 @@ async fn message_from_memory_is_sent_like_one_from_its_spool_file() {
         bodies.push(server.received().bodies[0].clone());
     }
     assert!(bodies[1].starts_with(b"..line 0\r\n"));
-    assert!(bodies[0] == bodies[1], "memory and file sources sent different bytes");
+    assert!(
+        bodies[0] == bodies[1],
+        "memory and file sources sent different bytes"
+    );
 }
 
 #[tokio::test]
@@ -1085,7 +1088,11 @@ async fn consecutive_messages_to_one_host_share_one_session_reset_between_them()
         let seen = server.received();
         assert_eq!(seen.connections, 1, "{:?}", seen.commands);
         assert_eq!(seen.bodies.len(), 3);
-        let ehlo = seen.commands.iter().filter(|c| c.starts_with("EHLO")).count();
+        let ehlo = seen
+            .commands
+            .iter()
+            .filter(|c| c.starts_with("EHLO"))
+            .count();
         let rset = seen.commands.iter().filter(|c| *c == "RSET").count();
         assert_eq!((ehlo, rset), (1, 3));
         assert!(!seen.commands.iter().any(|c| c == "QUIT"));

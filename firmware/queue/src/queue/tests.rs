@@ -167,7 +167,10 @@ async fn a_small_message_is_served_from_memory_until_it_leaves_the_queue() {
     let entry = commit(&queue, &["bob@example.com"], "cached").await;
     let cached = queue.cached_message(&entry.id).expect("kept in memory");
     assert_eq!(&cached[..], &body("cached")[..]);
-    assert_eq!(&queue.message_bytes(&entry.id).await.unwrap()[..], &body("cached")[..]);
+    assert_eq!(
+        &queue.message_bytes(&entry.id).await.unwrap()[..],
+        &body("cached")[..]
+    );
     let mut attempt = queue.begin_attempt(&entry.id).await.unwrap();
     attempt.recipients[0].status = delivered();
     queue.end_attempt(attempt).await.unwrap();
@@ -522,7 +525,6 @@ async fn a_second_open_of_the_same_queue_fails_and_leaves_drafts_alone() {
     assert!(Queue::open(dir.path(), QueueConfig::default()).is_err());
     queue.commit(draft).await.unwrap();
 }
-
 
 #[tokio::test]
 async fn commit_wakes_the_scheduler() {
