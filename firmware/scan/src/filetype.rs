@@ -18,9 +18,16 @@ pub enum FileType {
     Tar,
     /// 7-Zip archive.
     SevenZip,
+    /// cpio archive (odc, newc/crc or old binary in either byte order).
+    Cpio,
+    /// File compressed by MS-DOS `COMPRESS.EXE` (SZDD; `SETUP.EX_`).
+    Szdd,
+    /// BinHex 4.0 encoded Mac file (`.hqx`).
+    #[serde(rename = "binhex")]
+    BinHex,
     /// RAR archive (recognised, not opened).
     Rar,
-    /// Microsoft Cabinet (recognised, not opened).
+    /// Microsoft Cabinet.
     Cab,
     /// ARJ archive (recognised, not opened).
     Arj,
@@ -78,6 +85,12 @@ impl FileType {
         if bytes.get(257..262) == Some(b"ustar") {
             return FileType::Tar;
         }
+        if starts(crate::decompose::szdd::MAGIC) {
+            return FileType::Szdd;
+        }
+        if crate::decompose::cpio::looks_like_cpio(bytes) {
+            return FileType::Cpio;
+        }
         if starts(b"Rar!\x1a\x07") {
             return FileType::Rar;
         }
@@ -131,6 +144,9 @@ impl FileType {
         if starts(b"GIF87a") || starts(b"GIF89a") {
             return FileType::Gif;
         }
+        if crate::decompose::binhex::looks_like_binhex(bytes) {
+            return FileType::BinHex;
+        }
         if starts(b"#!") {
             return FileType::Script;
         }
@@ -154,12 +170,17 @@ impl FileType {
                 | FileType::Xz
                 | FileType::Tar
                 | FileType::SevenZip
+                | FileType::Cpio
+                | FileType::Cab
+                | FileType::Szdd
+                | FileType::BinHex
+                | FileType::Pdf
         )
     }
 
     /// Whether this is an archive format we recognise but cannot open.
     pub fn is_unopened_container(self) -> bool {
-        matches!(self, FileType::Rar | FileType::Cab | FileType::Arj)
+        matches!(self, FileType::Rar | FileType::Arj)
     }
 
     /// Whether the content is directly executable code (what file-name blocking calls an executable).
@@ -182,6 +203,9 @@ impl FileType {
             FileType::Xz => "xz stream",
             FileType::Tar => "tar archive",
             FileType::SevenZip => "7z archive",
+            FileType::Cpio => "cpio archive",
+            FileType::Szdd => "SZDD compressed file",
+            FileType::BinHex => "BinHex file",
             FileType::Rar => "rar archive",
             FileType::Cab => "cab archive",
             FileType::Arj => "arj archive",
@@ -264,6 +288,15 @@ mod tests {
         assert_eq!(FileType::detect(b"PK\x03\x04rest"), FileType::Zip);
         assert_eq!(FileType::detect(b"\x1f\x8b\x08\x00"), FileType::Gzip);
         assert_eq!(FileType::detect(b"BZh91AY"), FileType::Bzip2);
+        assert_eq!(
+            FileType::detect(b"SZDD\x88\xf0\x27\x33A\0\x10\0\0\0"),
+            FileType::Szdd
+        );
+        assert_eq!(
+            FileType::detect(b"(This file must be converted with BinHex 4.0)\r\n:!!"),
+            FileType::BinHex
+        );
+        assert_eq!(FileType::detect(b"MSCF\0\0\0\0rest"), FileType::Cab);
         assert_eq!(FileType::detect(b"Hello,\r\nworld\r\n"), FileType::Text);
         assert_eq!(FileType::detect(b"  <HTML><body>x"), FileType::Html);
         assert_eq!(FileType::detect(b"\x00\x01\x02"), FileType::Binary);

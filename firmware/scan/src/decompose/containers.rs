@@ -9,6 +9,10 @@ use crate::finding::{Finding, LimitHit};
 use crate::limits::Limits;
 use crate::part::PartPath;
 
+use super::binhex::BinHexReader;
+use super::szdd::SzddReader;
+use super::{cpio, pdf, szdd};
+
 /// The message-wide allowance shared by every container of one message.
 pub(super) struct Budget<'l> {
     limits: &'l Limits,
@@ -88,7 +92,7 @@ struct RatioBase {
 }
 
 /// Opens a container of type `kind` at `path`. `name` is the container's file name, used to name the content
-/// of single-file compressors (gzip, bzip2, xz), which may not store one.
+/// of single-file compressors (gzip, bzip2, xz, SZDD), which may not store one.
 pub(super) fn open(
     kind: FileType,
     data: &[u8],
@@ -105,6 +109,11 @@ pub(super) fn open(
         FileType::Xz => open_stream(data, path, name, budget, StreamKind::Xz),
         FileType::Tar => open_tar(data, path, budget),
         FileType::SevenZip => open_7z(data, path, budget),
+        FileType::Cpio => open_cpio(data, path, budget),
+        FileType::Cab => open_cab(data, path, budget),
+        FileType::Szdd => open_stream(data, path, name, budget, StreamKind::Szdd),
+        FileType::BinHex => open_binhex(data, path, budget),
+        FileType::Pdf => open_pdf(data, path, budget),
         _ => Opened::default(),
     }));
     result.unwrap_or_else(|_| Opened {
@@ -304,6 +313,7 @@ enum StreamKind {
     Gzip,
     Bzip2,
     Xz,
+    Szdd,
 }
 
 fn open_stream(
@@ -319,8 +329,15 @@ fn open_stream(
         StreamKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
         StreamKind::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(data)),
         StreamKind::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(data, true, memory_kb)),
+        StreamKind::Szdd => match SzddReader::new(data) {
+            Some(reader) => Box::new(reader),
+            None => {
+                opened.damaged(path, "SZDD header is incomplete or has an unknown mode");
+                return opened;
+            }
+        },
     };
-    let inner = inner_name(name, kind);
+    let inner = inner_name(name, kind, data);
     let member_path = path.child(&inner);
     let (bytes, end) = read_bounded(
         &mut reader,
@@ -353,8 +370,15 @@ fn open_stream(
     opened
 }
 
-/// The name of what a single-file compressor holds: `a.tar.gz` → `a.tar`, `a.tgz` → `a.tar`.
-fn inner_name(outer: Option<&str>, kind: StreamKind) -> String {
+/// The name of what a single-file compressor holds: `a.tar.gz` → `a.tar`, `a.tgz` → `a.tar`, `SETUP.EX_` →
+/// `SETUP.EXE` (SZDD stores the character its `_` replaced).
+fn inner_name(outer: Option<&str>, kind: StreamKind, data: &[u8]) -> String {
+    if let (StreamKind::Szdd, Some(outer), Some(header)) = (kind, outer, szdd::header(data))
+        && let Some(stem) = outer.strip_suffix('_')
+        && header.missing_char.is_ascii_graphic()
+    {
+        return format!("{stem}{}", char::from(header.missing_char));
+    }
     let suffixes: &[(&str, &str)] = match kind {
         StreamKind::Gzip => &[
             (".gz", ""),
@@ -369,6 +393,7 @@ fn inner_name(outer: Option<&str>, kind: StreamKind) -> String {
             (".tbz", ".tar"),
         ],
         StreamKind::Xz => &[(".xz", ""), (".txz", ".tar")],
+        StreamKind::Szdd => &[(".szdd", ""), (".sz_", "")],
     };
     if let Some(outer) = outer {
         let lower = outer.to_ascii_lowercase();
@@ -507,6 +532,278 @@ fn open_7z(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
     });
     if let Err(e) = result {
         classify(e, &mut opened);
+    }
+    opened
+}
+
+fn open_cpio(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
+    let mut opened = Opened::default();
+    for entry in cpio::entries(data) {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
+            opened.halt = Some((hit, path.clone()));
+            return opened;
+        }
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                opened.damaged(path, e);
+                return opened;
+            }
+        };
+        if !entry.is_file {
+            continue;
+        }
+        let name = member_name(&String::from_utf8_lossy(entry.name));
+        let member_path = path.child(&name);
+        // cpio stores without compression, so only the total-size limit applies.
+        let mut content = entry.data;
+        let (bytes, end) = read_bounded(&mut content, None, budget);
+        if opened.record(end, path, &member_path) {
+            opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
+        }
+        if opened.halt.is_some() {
+            return opened;
+        }
+    }
+    opened
+}
+
+fn open_cab(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
+    use cab::{Cabinet, CompressionType};
+
+    let mut opened = Opened::default();
+    let limits = budget.limits;
+    let mut cabinet = match Cabinet::new(Cursor::new(data)) {
+        Ok(cabinet) => cabinet,
+        Err(e) => {
+            opened.damaged(path, e);
+            return opened;
+        }
+    };
+    // The member list first, with what each member's folder needs: an LZX window is allocated whole.
+    let mut files = Vec::new();
+    for folder in cabinet.folder_entries() {
+        let window = match folder.compression_type() {
+            CompressionType::Lzx(window) => window as u64,
+            _ => 0,
+        };
+        for file in folder.file_entries() {
+            files.push((file.name().to_owned(), window));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut produced = 0u64;
+    for (stored, window) in files {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
+            opened.halt = Some((hit, path.clone()));
+            return opened;
+        }
+        // Cabinets separate directories with backslashes.
+        let name = member_name(&stored.replace('\\', "/"));
+        let member_path = path.child(&name);
+        // The cab crate reads members by name: a second member with the same name cannot be reached, and
+        // what it holds must not go unseen.
+        if !seen.insert(stored.clone()) {
+            opened.damaged(
+                path,
+                format!("two members are named {name:?}; only the first could be read"),
+            );
+            continue;
+        }
+        if window > limits.max_decoder_memory {
+            opened.findings.push(Finding::LimitExceeded {
+                limit: LimitHit::DecoderMemory {
+                    limit: limits.max_decoder_memory,
+                },
+                path: member_path,
+            });
+            continue;
+        }
+        // Each member is decoded from the start of its folder (the crate has no sequential reader), so a
+        // cabinet of many members in one large folder costs more time than its size says; the time limit,
+        // checked between members, bounds that.
+        let mut reader = match cabinet.read_file(&stored) {
+            Ok(reader) => reader,
+            Err(e) => {
+                opened.damaged(&member_path, e);
+                continue;
+            }
+        };
+        let (bytes, end) = read_bounded(
+            &mut reader,
+            Some(RatioBase {
+                compressed: data.len() as u64,
+                already: produced,
+            }),
+            budget,
+        );
+        produced += bytes.len() as u64;
+        if opened.record(end, path, &member_path) {
+            opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
+        }
+        if opened.halt.is_some() {
+            return opened;
+        }
+    }
+    opened
+}
+
+fn open_binhex(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
+    let mut opened = Opened::default();
+    let Some(mut reader) = BinHexReader::new(data) else {
+        opened.damaged(path, "no BinHex data after the announcement line");
+        return opened;
+    };
+    let header = match reader.read_header() {
+        Ok(header) => header,
+        Err(e) => {
+            opened.damaged(path, format!("BinHex header: {e}"));
+            return opened;
+        }
+    };
+    let name = member_name(&String::from_utf8_lossy(&header.name));
+    let forks = [
+        (name.clone(), header.data_length),
+        (format!("{name} (resource fork)"), header.resource_length),
+    ];
+    let mut produced = 0u64;
+    for (fork, (member, length)) in forks.into_iter().enumerate() {
+        if fork == 1 {
+            // The data fork's CRC sits between the forks.
+            if length == 0 || reader.skip_crc().is_err() {
+                break;
+            }
+        }
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
+            opened.halt = Some((hit, path.clone()));
+            return opened;
+        }
+        let member_path = path.child(&member);
+        let (bytes, end) = read_bounded(
+            &mut (&mut reader).take(u64::from(length)),
+            Some(RatioBase {
+                compressed: data.len() as u64,
+                already: produced,
+            }),
+            budget,
+        );
+        produced += bytes.len() as u64;
+        let short = (bytes.len() as u64) < u64::from(length);
+        match end {
+            // Damaged text still yields what was decoded before the damage; scanners see that much.
+            ReadEnd::Failed(reason) => {
+                opened.damaged(path, reason);
+                opened.members.push(Member {
+                    name: member,
+                    bytes: bytes.into(),
+                });
+                return opened;
+            }
+            ReadEnd::Complete if short => {
+                opened.damaged(
+                    path,
+                    format!(
+                        "BinHex data ends {} bytes into a {length}-byte fork",
+                        bytes.len()
+                    ),
+                );
+                opened.members.push(Member {
+                    name: member,
+                    bytes: bytes.into(),
+                });
+                return opened;
+            }
+            end => {
+                if opened.record(end, path, &member_path) {
+                    opened.members.push(Member {
+                        name: member,
+                        bytes: bytes.into(),
+                    });
+                }
+                if opened.halt.is_some() {
+                    return opened;
+                }
+            }
+        }
+    }
+    opened
+}
+
+fn open_pdf(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
+    let mut opened = Opened::default();
+    let document = pdf::scan(data);
+    for stream in document.streams.iter().filter(|s| s.is_embedded_file()) {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(opened.members.len()))
+        {
+            opened.halt = Some((hit, path.clone()));
+            return opened;
+        }
+        let name = match document.name_of(stream.object) {
+            Some(name) => member_name(&String::from_utf8_lossy(name)),
+            None => format!("embedded file {}", stream.object),
+        };
+        let member_path = path.child(&name);
+        let (bytes, end) = match stream.encoding() {
+            pdf::Encoding::None => {
+                let mut raw = stream.raw;
+                read_bounded(&mut raw, None, budget)
+            }
+            pdf::Encoding::Flate { times } => {
+                let mut reader: Box<dyn Read + '_> = Box::new(stream.raw);
+                for _ in 0..times {
+                    reader = Box::new(flate2::read::ZlibDecoder::new(reader));
+                }
+                read_bounded(
+                    &mut reader,
+                    Some(RatioBase {
+                        compressed: stream.raw.len() as u64,
+                        already: 0,
+                    }),
+                    budget,
+                )
+            }
+            pdf::Encoding::Unsupported(filter) => {
+                tracing::debug!(path = %member_path, filter, "PDF embedded file not decoded");
+                continue;
+            }
+        };
+        match end {
+            // PDF writers often end streams sloppily (no checksum, trailing bytes): what inflated is kept,
+            // and only a stream that yields nothing counts as damage.
+            ReadEnd::Failed(reason) if bytes.is_empty() => opened.damaged(&member_path, reason),
+            ReadEnd::Failed(_) => opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            }),
+            end => {
+                if opened.record(end, path, &member_path) {
+                    opened.members.push(Member {
+                        name,
+                        bytes: bytes.into(),
+                    });
+                }
+                if opened.halt.is_some() {
+                    return opened;
+                }
+            }
+        }
     }
     opened
 }

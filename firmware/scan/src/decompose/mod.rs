@@ -1,6 +1,10 @@
 //! One pass over a message: MIME parts, attached messages and containers, all under [`Limits`].
 
+pub(crate) mod binhex;
 mod containers;
+pub(crate) mod cpio;
+mod pdf;
+pub(crate) mod szdd;
 mod uu;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -114,7 +118,11 @@ fn with_header_separator(raw: &[u8]) -> Option<Vec<u8>> {
         let continuation = matches!(content[0], b' ' | b'\t') && !first;
         let unix_from = first && content.starts_with(b"From ");
         if !continuation && !unix_from && !is_header_field(content) {
-            let newline: &[u8] = if line.ends_with(b"\r\n") { b"\r\n" } else { b"\n" };
+            let newline: &[u8] = if line.ends_with(b"\r\n") {
+                b"\r\n"
+            } else {
+                b"\n"
+            };
             let mut fixed = Vec::with_capacity(raw.len() + 2);
             fixed.extend_from_slice(&raw[..offset]);
             fixed.extend_from_slice(newline);

@@ -686,13 +686,19 @@ fn ten_thousand_random_inputs_never_panic_or_hang() {
         max_time: Duration::from_secs(2),
         ..Limits::default()
     };
-    let seeds: [&[u8]; 6] = [
+    let seeds: [&[u8]; 12] = [
         b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
         b"Content-Type: message/rfc822\r\n\r\n",
         b"Content-Transfer-Encoding: base64\r\nContent-Type: application/zip\r\n\r\n",
         b"PK\x03\x04",
         b"\x1f\x8b\x08\x00",
         b"7z\xbc\xaf\x27\x1c\x00\x04",
+        b"070701",
+        b"\xc7\x71\x00\x00",
+        b"MSCF\x00\x00\x00\x00",
+        b"SZDD\x88\xf0\x27\x33A\x00",
+        b"(This file must be converted with BinHex 4.0)\r\n:",
+        b"%PDF-1.4\n1 0 obj <</Type/EmbeddedFile/Filter/FlateDecode>>stream\n",
     ];
     let started = Instant::now();
     for i in 0..10_000 {
@@ -787,8 +793,13 @@ fn text_right_after_the_header_fields_without_a_blank_line_is_body_text() {
 
 #[test]
 fn well_formed_headers_and_folded_lines_are_left_alone() {
-    assert!(with_header_separator(b"Subject: a\r\n folded\r\nTo: b@example.org\r\n\r\nbody").is_none());
-    assert!(with_header_separator(b"From someone Mon Jan 1 00:00:00 2024\nSubject: x\n\nbody").is_none());
+    assert!(
+        with_header_separator(b"Subject: a\r\n folded\r\nTo: b@example.org\r\n\r\nbody").is_none()
+    );
+    assert!(
+        with_header_separator(b"From someone Mon Jan 1 00:00:00 2024\nSubject: x\n\nbody")
+            .is_none()
+    );
     assert_eq!(
         with_header_separator(b"not a header at all\nSubject: x\n").unwrap(),
         b"\nnot a header at all\nSubject: x\n"
@@ -810,9 +821,223 @@ fn a_message_attached_as_octet_stream_or_zipped_is_walked_as_mail() {
     assert!(
         out.parts.iter().any(|p| &p.bytes[..] == b"hidden payload"),
         "{:?}",
-        out.parts.iter().map(|p| p.path.to_string()).collect::<Vec<_>>()
+        out.parts
+            .iter()
+            .map(|p| p.path.to_string())
+            .collect::<Vec<_>>()
     );
     // Ordinary text with a colon in its first line is not taken for mail.
     assert!(!looks_like_mail(b"Note: call me\r\nThanks\r\n\r\n"));
-    assert!(looks_like_mail(b"From x@y Mon Jan 1 2024\nFrom: x@y\nTo: z@w\n\nhi\n"));
+    assert!(looks_like_mail(
+        b"From x@y Mon Jan 1 2024\nFrom: x@y\nTo: z@w\n\nhi\n"
+    ));
+}
+
+/// A cabinet with one MSZIP folder holding `files`.
+fn cab_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = cab::CabinetBuilder::new();
+    let folder = builder.add_folder(cab::CompressionType::MsZip);
+    for (name, _) in files {
+        folder.add_file(*name);
+    }
+    let mut writer = builder.build(Cursor::new(Vec::new())).unwrap();
+    let mut contents = files.iter();
+    while let Some(mut file) = writer.next_file().unwrap() {
+        file.write_all(contents.next().unwrap().1).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// One sample of each format opened since cpio/CAB/SZDD/BinHex/PDF support, holding `payload`.
+fn samples_of_the_newer_formats(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "a.cpio",
+            super::cpio::tests::newc_of(&[("bin/run.exe", payload)]),
+        ),
+        ("a.cab", cab_of(&[("bin\\run.exe", payload)])),
+        ("RUN.EX_", super::szdd::tests::szdd_of(payload, b'E')),
+        (
+            "a.hqx",
+            super::binhex::tests::binhex_of("run.exe", payload, b""),
+        ),
+        (
+            "a.pdf",
+            super::pdf::tests::pdf_with_attachment("run.exe", payload, true),
+        ),
+    ]
+}
+
+#[test]
+fn cpio_cab_szdd_binhex_and_pdf_members_are_opened_with_their_names() {
+    let payload = b"MZ\x90\x00 a small executable \x00\x00\x00\x00\x00\x00";
+    let expected = [
+        "message/attachment[1] \"a.cpio\"/bin/run.exe",
+        "message/attachment[1] \"a.cab\"/bin/run.exe",
+        "message/attachment[1] \"RUN.EX_\"/RUN.EXE",
+        "message/attachment[1] \"a.hqx\"/run.exe",
+        "message/attachment[1] \"a.pdf\"/run.exe",
+    ];
+    for ((name, sample), expected) in samples_of_the_newer_formats(payload)
+        .into_iter()
+        .zip(expected)
+    {
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &sample),
+            &Limits::default(),
+        );
+        assert!(d.findings.is_empty(), "{name}: {:?}", d.findings);
+        assert_eq!(paths(&d)[2..], [expected], "{name}");
+        assert!(d.parts[1].true_type.is_opened_container(), "{name}");
+        let member = &d.parts[2];
+        assert_eq!(member.bytes, &payload[..], "{name}");
+        assert_eq!(member.true_type, FileType::WindowsExecutable, "{name}");
+        assert_eq!(
+            member.file_name.as_deref(),
+            expected.rsplit('/').next(),
+            "{name}"
+        );
+        assert_eq!(member.role, PartRole::Member, "{name}");
+    }
+}
+
+#[test]
+fn truncated_samples_of_the_newer_formats_never_panic() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for (name, sample) in samples_of_the_newer_formats(&payload) {
+        for cut in (0..sample.len()).step_by(7) {
+            let d = decompose(
+                &message_with_attachment(name, "application/octet-stream", &sample[..cut]),
+                &Limits::default(),
+            );
+            for part in &d.parts {
+                assert!(
+                    part.size() <= payload.len().max(sample.len()) as u64,
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_newer_formats_respect_the_file_byte_and_ratio_limits() {
+    // max_files: a cpio of many tiny files.
+    let many: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("f{i}"), vec![b'x'])).collect();
+    let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+    let limits = Limits {
+        max_files: 20,
+        ..Limits::default()
+    };
+    let d = decompose(
+        &message_with_attachment(
+            "m.cpio",
+            "application/octet-stream",
+            &super::cpio::tests::newc_of(&many),
+        ),
+        &limits,
+    );
+    assert!(d.parts.len() <= 20);
+    assert!(matches!(
+        limit_hits(&d)[..],
+        [(LimitHit::Files { limit: 20 }, _)]
+    ));
+
+    // max_total_bytes: stored cpio members and a BinHex data fork.
+    let limits = Limits {
+        max_total_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let big = vec![b'A'; 200 * 1024];
+    for (name, sample) in [
+        ("b.cpio", super::cpio::tests::newc_of(&[("big", &big)])),
+        ("b.hqx", super::binhex::tests::binhex_of("big", &big, b"")),
+    ] {
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &sample),
+            &limits,
+        );
+        assert!(
+            matches!(limit_hits(&d)[..], [(LimitHit::TotalBytes { .. }, _)]),
+            "{name}: {:?}",
+            d.findings
+        );
+        assert!(d.parts.iter().all(|p| p.role != PartRole::Member), "{name}");
+    }
+
+    // max_compression_ratio: deflated zeros in a PDF and in a cabinet.
+    let zeros = vec![0u8; 8 * 1024 * 1024];
+    for (name, sample) in [
+        (
+            "z.pdf",
+            super::pdf::tests::pdf_with_attachment("zeros", &zeros, true),
+        ),
+        ("z.cab", cab_of(&[("zeros", &zeros)])),
+    ] {
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &sample),
+            &Limits::default(),
+        );
+        let hits = limit_hits(&d);
+        assert!(
+            matches!(hits[..], [(LimitHit::CompressionRatio { .. }, _)]),
+            "{name}: {:?}",
+            d.findings
+        );
+        assert_eq!(hits[0].1, format!("message/attachment[1] \"{name}\"/zeros"));
+    }
+}
+
+#[test]
+fn a_cabinet_with_two_members_of_the_same_name_is_damaged() {
+    let d = decompose(
+        &message_with_attachment(
+            "d.cab",
+            "application/vnd.ms-cab-compressed",
+            &cab_of(&[("same.txt", b"harmless"), ("same.txt", b"MZ hidden")]),
+        ),
+        &Limits::default(),
+    );
+    assert!(
+        matches!(d.findings[..], [Finding::Damaged { .. }]),
+        "{:?}",
+        d.findings
+    );
+    assert!(d.is_unscannable());
+}
+
+#[test]
+fn clamav_test_files_in_the_newer_formats_yield_clam_exe() {
+    let dir = std::path::Path::new("/usr/share/clamav-testfiles");
+    let Ok(clam) = std::fs::read(dir.join("clam.exe")) else {
+        eprintln!(
+            "skipped: {} not installed (apt-get install clamav-testfiles)",
+            dir.display()
+        );
+        return;
+    };
+    for name in [
+        "clam.odc.cpio",
+        "clam.newc.cpio",
+        "clam.bin-le.cpio",
+        "clam.bin-be.cpio",
+        "clam.cab",
+        "clam.exe.szdd",
+        "clam.exe.binhex",
+        "clam.pdf",
+    ] {
+        let file = std::fs::read(dir.join(name)).expect(name);
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &file),
+            &Limits::default(),
+        );
+        assert!(d.findings.is_empty(), "{name}: {:?}", d.findings);
+        assert!(
+            d.parts
+                .iter()
+                .any(|p| p.role == PartRole::Member && p.bytes == clam),
+            "{name}: {:?}",
+            paths(&d)
+        );
+    }
 }
