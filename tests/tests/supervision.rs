@@ -217,6 +217,53 @@ fn a_stalled_scheduler_is_reported_stuck_and_the_watchdog_stops_being_petted_unt
 }
 
 #[test]
+fn a_message_that_stalls_the_scheduler_is_held_as_suspect_after_the_reset_and_mail_resumes() {
+    let sink = Sink::start();
+    let mut gateway = Daemon::start_with_env(
+        config(&sink)
+            .set("watchdog.stuck_after", "3s")
+            .set("queue.suspect_after_crashes", 1i64),
+        FAULTS,
+    );
+    Swaks::new(gateway.smtp_port())
+        .to("bob@remote.test")
+        .header("Subject: poison [fault:hang-scheduler]")
+        .run()
+        .success();
+    poll_for(WAIT, || {
+        (part(&status(&gateway), "delivery")["state"] == "stuck").then_some(())
+    })
+    .expect("the stalled delivery part was never reported stuck");
+
+    // What the hardware watchdog does to a stuck box: no goodbye, a cold start.
+    gateway.kill9();
+    gateway.restart();
+    let held = poll_for(WAIT, || {
+        gateway
+            .queue_list()
+            .into_iter()
+            .find(|e| e.queue() == "hold")
+    })
+    .expect("the message that stalled the scheduler was not put on hold");
+    assert!(
+        gateway.log().contains("suspects_held=1"),
+        "the restart did not report a suspect: {}",
+        portcullis_e2e::process::tail(&gateway.log(), 20)
+    );
+    // Mail flows again: the poison message no longer reaches the scheduler.
+    Swaks::new(gateway.smtp_port())
+        .to("carol@remote.test")
+        .header("Subject: after the reset")
+        .run()
+        .success();
+    sink.wait_for_message("mail after the reset", WAIT, |m| {
+        m.rcpt_to == ["carol@remote.test"]
+    });
+    assert_eq!(part(&status(&gateway), "delivery")["state"], "running");
+    assert_eq!(gateway.queue_list().len(), 1, "only the held message: {}", held.id());
+}
+
+#[test]
 fn alerts_are_mailed_to_the_admin_rate_limited_and_kept_in_the_alert_log() {
     let sink = Sink::start();
     let gateway = Daemon::start(

@@ -151,11 +151,15 @@ impl Scheduler {
             {
                 panic!("injected fault: the delivery scheduler panics");
             }
-            if due
+            if let Some(poison) = due
                 .iter()
-                .any(|e| fault::requested(Fault::HangScheduler, e.subject.as_deref()))
+                .find(|e| fault::requested(Fault::HangScheduler, e.subject.as_deref()))
             {
-                tracing::warn!("injected fault: the delivery scheduler stalls");
+                // Like a real hang while handling this message: its attempt is marked first, so
+                // a restart (or the hardware watchdog's reset) counts it towards the suspect
+                // rule and a message that hangs us every time ends up on hold, not in a loop.
+                let marked = self.shared.queue.begin_attempt(&poison.id).await;
+                tracing::warn!(queue_id = %poison.id, marked = marked.is_ok(), "injected fault: the delivery scheduler stalls");
                 shutdown.cancelled().await;
                 break;
             }
