@@ -21,6 +21,8 @@ const SMTP_LISTEN: &str = "0.0.0.0:25";
 const CONSOLE_LISTEN: &str = "0.0.0.0:443";
 /// The hardware watchdog the image provides.
 const WATCHDOG_DEVICE: &str = "/dev/watchdog0";
+/// The hardware watchdog's timeout on the appliance (see the unit's `WatchdogSec`).
+const WATCHDOG_TIMEOUT: &str = "30s";
 /// First line of every file the console owns, so an admin poking around knows where it came from.
 const WRITTEN_BY: &str =
     "# Written by the Portcullis serial console (portcullis console); edits here are replaced.";
@@ -262,9 +264,11 @@ impl GatewayConfig {
             .section("console")
             .insert("listen", value(CONSOLE_LISTEN));
         config.set_admin_password_hash(&setup.admin_password_hash);
-        config
-            .section("watchdog")
-            .insert("device", value(WATCHDOG_DEVICE));
+        let watchdog = config.section("watchdog");
+        watchdog.insert("device", value(WATCHDOG_DEVICE));
+        // Shorter than the service's WatchdogSec (60 s): a hung gateway must reset the board,
+        // not merely be restarted by systemd, which would reopen and re-arm the device.
+        watchdog.insert("timeout", value(WATCHDOG_TIMEOUT));
         config
     }
 
@@ -416,6 +420,7 @@ pub(crate) mod tests {
         let hash = c.console.admin_password_hash.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert_eq!(c.watchdog.device, Path::new("/dev/watchdog0"));
+        assert_eq!(c.watchdog.timeout, std::time::Duration::from_secs(30));
         assert_eq!(c.server.data_dir, Path::new("/var/lib/portcullis/data"));
         let defaults = Config::parse("", "t", &Overrides::default()).unwrap();
         assert_eq!(c.smtp.max_sessions, defaults.smtp.max_sessions);

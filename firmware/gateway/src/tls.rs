@@ -65,7 +65,14 @@ fn ensure_self_signed(data_dir: &Path, hostname: &str) -> Result<(PathBuf, PathB
     let cert = dir.join("self-signed-cert.pem");
     let key = dir.join("self-signed-key.pem");
     if cert.exists() && key.exists() {
-        return Ok((cert, key));
+        // Ours to replace if unusable: an older version wrote them without syncing, and a power
+        // cut right after the first start could leave them empty (found by the HIL power cut).
+        match (read_certs(&cert), read_key(&key)) {
+            (Ok(_), Ok(_)) => return Ok((cert, key)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "the self-signed STARTTLS certificate is unreadable; making a new one")
+            }
+        }
     }
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -74,8 +81,18 @@ fn ensure_self_signed(data_dir: &Path, hostname: &str) -> Result<(PathBuf, PathB
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(&key, generated.key_pair.serialize_pem().as_bytes()).map_err(io(&key))?;
-    std::fs::write(&cert, generated.cert.pem()).map_err(io(&cert))?;
+    // Each file is written in full and synced under a temporary name, then renamed, so a crash
+    // leaves the old pair, a new pair, or a new key with no certificate (made again at start).
+    let key_tmp = dir.join("self-signed-key.pem.tmp");
+    let cert_tmp = dir.join("self-signed-cert.pem.tmp");
+    write_private(&key_tmp, generated.key_pair.serialize_pem().as_bytes()).map_err(io(&key_tmp))?;
+    write_private(&cert_tmp, generated.cert.pem().as_bytes()).map_err(io(&cert_tmp))?;
+    let _ = std::fs::remove_file(&cert);
+    std::fs::rename(&key_tmp, &key).map_err(io(&key))?;
+    std::fs::rename(&cert_tmp, &cert).map_err(io(&cert))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&dir))?;
     tracing::info!(cert = %cert.display(), hostname, "generated a self-signed TLS certificate for STARTTLS");
     Ok((cert, key))
 }
@@ -141,6 +158,16 @@ mod tests {
         let first = std::fs::read(&cert).unwrap();
         server_config(Path::new(""), Path::new(""), dir.path(), "mx.test").unwrap();
         assert_eq!(first, std::fs::read(&cert).unwrap());
+    }
+
+    #[test]
+    fn an_empty_self_signed_certificate_left_by_a_power_cut_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ensure_self_signed(dir.path(), "gw.test").unwrap();
+        std::fs::write(&cert, b"").unwrap();
+        let (cert2, key2) = ensure_self_signed(dir.path(), "gw.test").unwrap();
+        assert_eq!((&cert2, &key2), (&cert, &key));
+        assert!(read_certs(&cert).is_ok() && read_key(&key).is_ok());
     }
 
     #[test]
