@@ -260,7 +260,12 @@ fn a_message_that_stalls_the_scheduler_is_held_as_suspect_after_the_reset_and_ma
         m.rcpt_to == ["carol@remote.test"]
     });
     assert_eq!(part(&status(&gateway), "delivery")["state"], "running");
-    assert_eq!(gateway.queue_list().len(), 1, "only the held message: {}", held.id());
+    assert_eq!(
+        gateway.queue_list().len(),
+        1,
+        "only the held message: {}",
+        held.id()
+    );
 }
 
 #[test]
