@@ -293,14 +293,7 @@ impl Walker<'_> {
                 _ => parsed_here.as_ref(),
             };
             if let Some(nested) = nested {
-                if depth + 1 > self.limits.max_depth {
-                    self.finding(Finding::LimitExceeded {
-                        limit: LimitHit::Depth {
-                            limit: self.limits.max_depth,
-                        },
-                        path,
-                    });
-                } else {
+                if !self.too_deep(depth, &path) {
                     self.walk_message(nested, &path, depth + 1, Some(&carrier), false);
                 }
             }
@@ -308,6 +301,21 @@ impl Walker<'_> {
                 drop_flat(parsed);
             }
         }
+    }
+
+    /// Whether opening what sits at `path` (at `depth`) would nest deeper than `max_depth`; if so
+    /// the limit is reported for `path`.
+    fn too_deep(&mut self, depth: u32, path: &PartPath) -> bool {
+        let deeper = depth + 1 > self.limits.max_depth;
+        if deeper {
+            self.finding(Finding::LimitExceeded {
+                limit: LimitHit::Depth {
+                    limit: self.limits.max_depth,
+                },
+                path: path.clone(),
+            });
+        }
+        deeper
     }
 
     fn add_part(&mut self, spec: PartSpec) {
@@ -354,13 +362,7 @@ impl Walker<'_> {
         }
         // uuencoded files (x-uuencode parts, or inline in a text body) are members of the part.
         if matches!(true_type, FileType::Text) && bytes.windows(6).any(|w| w == b"begin ") {
-            if depth + 1 > self.limits.max_depth {
-                self.finding(Finding::LimitExceeded {
-                    limit: LimitHit::Depth {
-                        limit: self.limits.max_depth,
-                    },
-                    path,
-                });
+            if self.too_deep(depth, &path) {
                 return true;
             }
             for file in uu::find(&bytes, self.limits.max_files as usize) {
@@ -387,13 +389,7 @@ impl Walker<'_> {
         // A message that is not declared as one (an archive member, an octet-stream attachment, a
         // saved .eml): recognised by its header fields and walked like an attached message.
         if matches!(true_type, FileType::Text) && looks_like_mail(&bytes) {
-            if depth + 1 > self.limits.max_depth {
-                self.finding(Finding::LimitExceeded {
-                    limit: LimitHit::Depth {
-                        limit: self.limits.max_depth,
-                    },
-                    path,
-                });
+            if self.too_deep(depth, &path) {
                 return true;
             }
             let input = with_header_separator(&bytes);
@@ -419,13 +415,7 @@ impl Walker<'_> {
                 format: true_type,
             });
         } else if true_type.is_opened_container() {
-            if depth + 1 > self.limits.max_depth {
-                self.finding(Finding::LimitExceeded {
-                    limit: LimitHit::Depth {
-                        limit: self.limits.max_depth,
-                    },
-                    path,
-                });
+            if self.too_deep(depth, &path) {
                 return true;
             }
             let opened =
