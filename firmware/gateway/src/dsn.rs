@@ -119,10 +119,14 @@ pub async fn send_notice(
 /// The original message's header section (at most 64 KiB): returned with a notice, and read
 /// by notifications before the message may leave the queue.
 pub(crate) async fn original_headers(shared: &Shared, id: &QueueId) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(message) = shared.queue.small_message(id).await {
+        buf.extend_from_slice(&message[..message.len().min(64 * 1024)]);
+        return header_section(buf);
+    }
     let Some((path, offset)) = shared.queue.message_path(id) else {
         return Vec::new();
     };
-    let mut buf = Vec::new();
     let read = async {
         let mut f = tokio::fs::File::open(&path).await?;
         tokio::io::AsyncSeekExt::seek(&mut f, std::io::SeekFrom::Start(offset)).await?;
@@ -131,6 +135,11 @@ pub(crate) async fn original_headers(shared: &Shared, id: &QueueId) -> Vec<u8> {
     if read.await.is_err() {
         return Vec::new();
     }
+    header_section(buf)
+}
+
+/// Cuts `buf` (the start of a message) after its header section.
+fn header_section(mut buf: Vec<u8>) -> Vec<u8> {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -332,7 +332,7 @@ impl Scheduler {
                 TlsMode::Opportunistic
             },
         };
-        let source = match self.shared.queue.cached_message(&entry.id) {
+        let source = match self.shared.queue.small_message(&entry.id).await {
             Some(bytes) => MessageSource::Memory(bytes),
             None => {
                 let Some((path, offset)) = self.shared.queue.message_path(&entry.id) else {

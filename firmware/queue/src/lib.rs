@@ -16,6 +16,7 @@ mod entry;
 mod envelope;
 mod error;
 mod id;
+mod log;
 mod queue;
 mod recovery;
 mod schedule;

@@ -1,5 +1,6 @@
 //! The queue: the commit point, the per-message state and every move of a spool file.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::entry::{QueueEntry, QueueKind, RecipientStatus};
 use crate::envelope::Envelope;
 use crate::error::QueueError;
 use crate::id::QueueId;
+use crate::log::{self, LogIndex, LogWriter};
 use crate::recovery;
 use crate::schedule::Schedule;
 use crate::spool::{self, Layout, SpoolDir};
@@ -94,6 +96,12 @@ struct Inner {
     writer: SpoolWriter,
     /// Runs the flushes of the state database (`begin_attempt`, hold, release), batched.
     state_flusher: SpoolWriter,
+    /// Which messages live in the message log, and where.
+    log: Arc<LogIndex>,
+    /// The entries of the messages that live in the message log. They are kept in memory only:
+    /// after a crash the log records say all that matters (the envelope; attempts that never
+    /// ended). Every other message's entry is in sled.
+    logged: Arc<std::sync::Mutex<HashMap<QueueId, QueueEntry>>>,
     cache: Arc<MessageCache>,
     schedule: Arc<Schedule>,
     notify: Arc<Notify>,
@@ -127,11 +135,26 @@ impl Queue {
             .open_tree("entries")
             .map_err(|e| QueueError::state(e, &state_dir))?;
         let tracking = Tracking::open(&db).map_err(|e| QueueError::state(e, &state_dir))?;
-        let recovery = recovery::recover(&layout, &config, &entries, &tracking)?;
+        let (recovery, log_state) = recovery::recover(&layout, &config, &entries, &tracking)?;
         db.flush().map_err(|e| QueueError::state(e, &state_dir))?;
-        let writer = SpoolWriter::start("spool-writer", &layout, db.clone(), config.fsync)?;
+        let log_index = log_state.index.clone();
+        let logged: HashMap<QueueId, QueueEntry> = log_state
+            .entries
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect();
+        let mut log = LogWriter::new(
+            &layout.log_dir(),
+            log_state.index,
+            log_state.next_segment,
+            config.fsync,
+        );
+        let segments_deleted = log.collect_garbage();
+        let writer =
+            SpoolWriter::start("spool-writer", &layout, db.clone(), config.fsync, Some(log))?;
         // sled flushes get a thread of their own: a commit never waits behind one.
-        let state_flusher = SpoolWriter::start("state-flusher", &layout, db.clone(), config.fsync)?;
+        let state_flusher =
+            SpoolWriter::start("state-flusher", &layout, db.clone(), config.fsync, None)?;
         tracing::info!(
             messages = recovery.messages,
             rebuilt_entries = recovery.rebuilt_entries,
@@ -140,6 +163,8 @@ impl Queue {
             possibly_duplicated = recovery.possibly_duplicated,
             suspects_held = recovery.suspects_held.len(),
             corrupt = recovery.corrupt,
+            logged = log_index.len(),
+            log_segments_deleted = segments_deleted,
             dir = %dir.display(),
             "queue opened"
         );
@@ -148,6 +173,9 @@ impl Queue {
             if let Some(entry) = decode(&key, &value) {
                 schedule.update(&entry);
             }
+        }
+        for entry in logged.values() {
+            schedule.update(entry);
         }
         let inner = Inner {
             cache: Arc::new(MessageCache::new(config.message_cache_bytes)),
@@ -158,6 +186,8 @@ impl Queue {
             tracking,
             writer,
             state_flusher,
+            log: log_index,
+            logged: Arc::new(std::sync::Mutex::new(logged)),
             notify: Arc::new(Notify::new()),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
@@ -177,11 +207,12 @@ impl Queue {
             let id = QueueId::generate();
             // Ids are unique within a process; this guards against a clock that stepped back
             // across a restart and happened to draw the same random suffix.
-            if self
-                .inner
-                .entries
-                .contains_key(id.as_str())
-                .unwrap_or(false)
+            if self.logged().contains_key(&id)
+                || self
+                    .inner
+                    .entries
+                    .contains_key(id.as_str())
+                    .unwrap_or(false)
             {
                 continue;
             }
@@ -244,28 +275,35 @@ impl Queue {
                 ));
             }
         };
-        let value = serde_json::to_vec(&entry).map_err(|e| QueueError::State(e.to_string()))?;
         let record = record_for(
             &entry,
             vec![TrackEvent::now("received", None, "committed to the queue")],
         );
-        let (entries, tracking, cache, schedule) = (
+        let (entries, tracking, cache, schedule, log, logged) = (
             self.inner.entries.clone(),
             self.inner.tracking.clone(),
             self.inner.cache.clone(),
             self.inner.schedule.clone(),
+            self.inner.log.clone(),
+            self.inner.logged.clone(),
         );
         let scheduled = entry.clone();
         let active = self.inner.layout.file(SpoolDir::Active, &id);
         let recorded_id = id.clone();
         let record_entry: Continuation = Box::new(move || {
-            if let Err(e) = entries.insert(recorded_id.as_str(), value) {
-                // Not recorded: undo, so the client's retry is the only copy.
-                let _ = std::fs::remove_file(&active);
-                if let Some(dir) = active.parent() {
-                    let _ = spool::sync_dir(dir);
+            if log.contains(&recorded_id) {
+                lock_logged(&logged).insert(recorded_id.clone(), scheduled.clone());
+            } else {
+                let value =
+                    serde_json::to_vec(&scheduled).map_err(|e| QueueError::State(e.to_string()))?;
+                if let Err(e) = entries.insert(recorded_id.as_str(), value) {
+                    // Not recorded: undo, so the client's retry is the only copy.
+                    let _ = std::fs::remove_file(&active);
+                    if let Some(dir) = active.parent() {
+                        let _ = spool::sync_dir(dir);
+                    }
+                    return Err(QueueError::State(e.to_string()));
                 }
-                return Err(QueueError::State(e.to_string()));
             }
             if let Some(message) = cached {
                 cache.insert(&recorded_id, message);
@@ -338,6 +376,9 @@ impl Queue {
 
     /// The entry of a message, if it is in the queue.
     pub fn get(&self, id: &QueueId) -> Option<QueueEntry> {
+        if let Some(entry) = self.logged().get(id) {
+            return Some(entry.clone());
+        }
         let bytes = self.inner.entries.get(id.as_str()).ok()??;
         decode(id.as_str().as_bytes(), &bytes)
     }
@@ -382,8 +423,17 @@ impl Queue {
             _ => {}
         }
         entry.in_flight = true;
-        self.put(&entry)?;
-        self.flush().await?;
+        if self.inner.log.contains(id) {
+            // One attempt record in the log, synced with the round's other records.
+            self.inner
+                .writer
+                .submit(Job::Attempt { id: id.clone() }, None)
+                .await?;
+            self.put(&entry)?;
+        } else {
+            self.put(&entry)?;
+            self.flush().await?;
+        }
         tracing::debug!(queue_id = %id, attempt = entry.attempts + 1, "delivery attempt started");
         Ok(entry)
     }
@@ -424,8 +474,13 @@ impl Queue {
             ..stored
         };
         if !updated.is_done() {
-            self.put(&updated)?;
-            self.flush().await?;
+            if self.inner.log.contains(&id) {
+                // It stays for another attempt: out of the log, so the segments it sits in can go.
+                self.move_out_of_log(&updated).await?;
+            } else {
+                self.put(&updated)?;
+                self.flush().await?;
+            }
             tracing::debug!(queue_id = %id, queue = kind.as_str(), next_attempt = %updated.next_attempt, "delivery attempt recorded");
             return Ok(());
         }
@@ -446,8 +501,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Where the message's spool file is and the offset of the message bytes in it.
+    /// Where the message's spool file is and the offset of the message bytes in it. `None` for
+    /// a message that is not in a spool file of its own: it lives in the message log (read it
+    /// with [`Queue::small_message`]) or is gone.
     pub fn message_path(&self, id: &QueueId) -> Option<(PathBuf, u64)> {
+        if self.inner.log.contains(id) {
+            return None;
+        }
         let entry = self.get(id)?;
         let path = self.inner.layout.file(dir_of(entry.kind), id);
         match spool::read_header(&path) {
@@ -470,6 +530,9 @@ impl Queue {
         if let Some(message) = self.inner.cache.get(id) {
             return Ok(message);
         }
+        if let Some(message) = self.logged_message(id).await? {
+            return Ok(message);
+        }
         let entry = self
             .get(id)
             .ok_or_else(|| QueueError::NotFound(id.clone()))?;
@@ -489,6 +552,40 @@ impl Queue {
     /// read the spool file (see [`Queue::message_path`]).
     pub fn cached_message(&self, id: &QueueId) -> Option<Bytes> {
         self.inner.cache.get(id)
+    }
+
+    /// The message bytes if the message is small enough to be read whole: in memory, or in the
+    /// message log (which holds messages of up to a few MiB). `None` means read its spool file
+    /// (see [`Queue::message_path`]).
+    pub async fn small_message(&self, id: &QueueId) -> Option<Bytes> {
+        if let Some(message) = self.inner.cache.get(id) {
+            return Some(message);
+        }
+        match self.logged_message(id).await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(queue_id = %id, %error, "cannot read a message from the message log");
+                None
+            }
+        }
+    }
+
+    /// The message bytes from the message log, if the message lives there.
+    async fn logged_message(&self, id: &QueueId) -> Result<Option<Bytes>, QueueError> {
+        let Some(pos) = self.inner.log.get(id) else {
+            return Ok(None);
+        };
+        let dir = self.inner.layout.log_dir();
+        tokio::task::spawn_blocking(move || {
+            let path = log::segment_path(&dir, pos.segment);
+            let mut bytes = log::read_payload(&dir, pos)
+                .map_err(|e| QueueError::io("read the message log", &path, e))?;
+            let header = spool::read_header_from(&bytes[..], &path)?;
+            bytes.drain(..header.offset as usize);
+            Ok(Some(Bytes::from(bytes)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(task_failed(e)))
     }
 
     /// Puts a message on hold: its file moves to `hold/` (both directories synced) and it is not
@@ -590,7 +687,7 @@ impl Queue {
     }
 
     /// Records that the scanning stage has decided about a message, so the scheduler delivers
-    /// it without scanning it again. Flushed: a crash after this call never rescans it.
+    /// it without scanning it again. Not flushed: a crash soon after this call may rescan it.
     pub async fn mark_scanned(&self, id: &QueueId) -> Result<(), QueueError> {
         let _guard = self.lock(id).await;
         let mut entry = self
@@ -601,7 +698,11 @@ impl Queue {
         }
         entry.scanned = true;
         // Not flushed: if the mark is lost in a crash the message is scanned again before
-        // delivery, which costs time, not mail; a sled flush per message would cost throughput.
+        // delivery, which costs time, not mail; a sync per message would cost throughput.
+        // A logged message's mark is a record in the log, written with the next round.
+        if self.inner.log.contains(id) {
+            self.inner.writer.send(Job::MarkScanned { id: id.clone() });
+        }
         self.put(&entry)?;
         tracing::debug!(queue_id = %id, "message marked scanned");
         Ok(())
@@ -684,14 +785,53 @@ impl Queue {
 
     fn entries(&self) -> impl Iterator<Item = QueueEntry> + '_ {
         // Keys are queue ids, which sort by arrival: sled's key order is oldest first.
-        self.inner
+        let mut logged: Vec<QueueEntry> = self.logged().values().cloned().collect();
+        logged.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let stored: Vec<QueueEntry> = self
+            .inner
             .entries
             .iter()
             .filter_map(|item| item.ok())
             .filter_map(|(key, value)| decode(&key, &value))
+            .filter(|e| !self.logged().contains_key(&e.id))
+            .collect();
+        merge_by_id(stored, logged)
     }
 
+    /// Stores an entry where it lives: in memory for a message in the message log, else in sled
+    /// (and then no longer in memory).
     fn put(&self, entry: &QueueEntry) -> Result<(), QueueError> {
+        if self.inner.log.contains(&entry.id) {
+            self.logged().insert(entry.id.clone(), entry.clone());
+            self.inner.schedule.update(entry);
+            return Ok(());
+        }
+        self.put_state(entry)?;
+        self.logged().remove(&entry.id);
+        Ok(())
+    }
+
+    /// Moves a logged message into a spool file of its own in `active/`, with `entry` as its
+    /// state. The entry goes to sled first (a crash before the move finds it there, and start-up
+    /// finishes the move), then the file is made durable, then the log forgets the message.
+    async fn move_out_of_log(&self, entry: &QueueEntry) -> Result<(), QueueError> {
+        self.put_state(entry)?;
+        self.flush().await?;
+        self.inner
+            .writer
+            .submit(
+                Job::Persist {
+                    id: entry.id.clone(),
+                },
+                None,
+            )
+            .await?;
+        self.logged().remove(&entry.id);
+        Ok(())
+    }
+
+    /// Stores an entry in sled.
+    fn put_state(&self, entry: &QueueEntry) -> Result<(), QueueError> {
         let value = serde_json::to_vec(entry).map_err(|e| QueueError::State(e.to_string()))?;
         self.inner
             .entries
@@ -699,6 +839,10 @@ impl Queue {
             .map_err(|e| self.state_error(e))?;
         self.inner.schedule.update(entry);
         Ok(())
+    }
+
+    fn logged(&self) -> std::sync::MutexGuard<'_, HashMap<QueueId, QueueEntry>> {
+        lock_logged(&self.inner.logged)
     }
 
     /// Makes the state database durable. The spool writer runs one flush for all who asked during
@@ -735,10 +879,11 @@ impl Queue {
     /// The end of a message: unlink, sync the directory, then remove the entry. A crash in
     /// between leaves an entry without a file, which start-up removes.
     async fn remove_message(&self, dir: SpoolDir, id: &QueueId) -> Result<(), QueueError> {
-        let (entries, cache, schedule, gone) = (
+        let (entries, cache, schedule, logged, gone) = (
             self.inner.entries.clone(),
             self.inner.cache.clone(),
             self.inner.schedule.clone(),
+            self.inner.logged.clone(),
             id.clone(),
         );
         // No sled flush: the file is gone for good, and an entry that outlives it in a crash is
@@ -746,6 +891,9 @@ impl Queue {
         let forget: Continuation = Box::new(move || {
             cache.remove(&gone);
             schedule.forget(&gone);
+            if lock_logged(&logged).remove(&gone).is_some() {
+                return Ok(());
+            }
             entries
                 .remove(gone.as_str())
                 .map(|_| ())
@@ -769,6 +917,26 @@ impl Queue {
         self.inner.writer.dir_fsyncs()
     }
 
+    /// Syncs of the message log (for the group-commit test).
+    #[cfg(test)]
+    pub(crate) fn log_syncs(&self) -> u64 {
+        self.inner.log.syncs()
+    }
+
+    /// The message log index (for tests).
+    #[cfg(test)]
+    pub(crate) fn log_index(&self) -> &LogIndex {
+        &self.inner.log
+    }
+
+    /// Moves a message out of the message log into a spool file of its own (for tests that
+    /// work on spool files).
+    #[cfg(test)]
+    pub(crate) async fn persist(&self, id: &QueueId) {
+        let entry = self.get(id).unwrap();
+        self.move_out_of_log(&entry).await.unwrap();
+    }
+
     /// The queue directory layout (for tests).
     #[cfg(test)]
     pub(crate) fn layout(&self) -> &Layout {
@@ -782,6 +950,21 @@ fn dir_of(kind: QueueKind) -> SpoolDir {
         QueueKind::Hold => SpoolDir::Hold,
         QueueKind::Incoming | QueueKind::Deferred => SpoolDir::Active,
     }
+}
+
+/// The map of logged entries, locked (plain data: a panic elsewhere cannot leave it half done).
+fn lock_logged(
+    logged: &std::sync::Mutex<HashMap<QueueId, QueueEntry>>,
+) -> std::sync::MutexGuard<'_, HashMap<QueueId, QueueEntry>> {
+    logged.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Two lists of entries, each sorted by id, as one sorted list.
+fn merge_by_id(a: Vec<QueueEntry>, b: Vec<QueueEntry>) -> std::vec::IntoIter<QueueEntry> {
+    let mut all = a;
+    all.extend(b);
+    all.sort_by(|x, y| x.id.as_str().cmp(y.id.as_str()));
+    all.into_iter()
 }
 
 /// Decodes a stored entry; a bad one is logged and skipped (start-up rebuilds it from the file).

@@ -71,8 +71,15 @@ impl Layout {
             let path = self.dir(dir);
             fs::create_dir_all(&path).map_err(|e| QueueError::io("create directory", &path, e))?;
         }
-        let state = self.state_dir();
-        fs::create_dir_all(&state).map_err(|e| QueueError::io("create directory", &state, e))
+        for path in [self.state_dir(), self.log_dir()] {
+            fs::create_dir_all(&path).map_err(|e| QueueError::io("create directory", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The message log's directory (segment files).
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
     }
 
     /// A spool directory.

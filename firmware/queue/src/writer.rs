@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::error::QueueError;
 use crate::id::QueueId;
+use crate::log::{self, LogWriter};
 use crate::spool::{Layout, SpoolDir};
 
 /// How many jobs one round may take; bounds the latency of the first job of a round.
@@ -55,6 +56,15 @@ pub(crate) enum Job {
         from: SpoolDir,
         to: SpoolDir,
     },
+    /// Records in the message log that a delivery attempt of a logged message starts (nothing
+    /// for a message with a spool file: its entry in the state database says so).
+    Attempt { id: QueueId },
+    /// Records in the message log that the scan stage has decided about a logged message. Not
+    /// waited for: if the record is lost in a crash the message is scanned again.
+    MarkScanned { id: QueueId },
+    /// Gives a message that lives in the message log a spool file of its own in `active/`
+    /// (it is staying longer than one attempt); nothing for a message that has one already.
+    Persist { id: QueueId },
     /// Flushes the state database.
     FlushState,
 }
@@ -83,6 +93,7 @@ impl SpoolWriter {
         layout: &Layout,
         db: sled::Db,
         fsync: bool,
+        log: Option<LogWriter>,
     ) -> Result<SpoolWriter, QueueError> {
         let dirs = DirHandles::open(layout)?;
         let dir_fsyncs = Arc::new(AtomicU64::new(0));
@@ -93,6 +104,7 @@ impl SpoolWriter {
             db,
             fsync,
             dir_fsyncs: dir_fsyncs.clone(),
+            log,
         };
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -125,6 +137,18 @@ impl SpoolWriter {
             .send(Request { job, then, done })
             .map_err(|_| QueueError::ShuttingDown)?;
         answer.await.unwrap_or(Err(QueueError::ShuttingDown))
+    }
+
+    /// Hands `job` to the writer without waiting for it (its outcome is only logged).
+    pub(crate) fn send(&self, job: Job) {
+        let (done, _) = oneshot::channel();
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(Request {
+                job,
+                then: None,
+                done,
+            });
+        }
     }
 
     /// How many directory fsyncs the writer has performed.
@@ -185,18 +209,62 @@ struct Round {
     db: sled::Db,
     fsync: bool,
     dir_fsyncs: Arc<AtomicU64>,
+    /// The message log (the spool writer's; the state flusher has none).
+    log: Option<LogWriter>,
 }
 
 /// One request during a round: its job's outcome so far.
 struct Pending {
     request: Request,
     result: Result<(), QueueError>,
-    /// The open file of a commit written this round, to be synced.
+    /// The open file of a commit (or a move out of the log) written this round, to be synced.
     file: Option<File>,
+    via: Via,
+}
+
+/// How a job is carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// With spool files (or, for `FlushState`, no file at all).
+    File,
+    /// A message record in the log; `at` is the payload's offset in the round's buffer.
+    LogCommit { at: usize, len: u32 },
+    /// A done record in the log.
+    LogDone,
+    /// An attempt (or scanned) record in the log: no change to the index.
+    LogAttempt,
+    /// A logged message gets a spool file in `to`.
+    Migrate { to: SpoolDir },
+    /// Nothing to do.
+    Nothing,
+}
+
+impl Pending {
+    /// The directories this job changes (and so must sync).
+    fn dirs(&self) -> Vec<SpoolDir> {
+        match self.via {
+            Via::File => dirs_of(&self.request.job),
+            Via::Migrate { to } => vec![to],
+            Via::LogCommit { .. } | Via::LogDone | Via::LogAttempt | Via::Nothing => Vec::new(),
+        }
+    }
+}
+
+/// The message a job is about (never asked of `FlushState`, which concerns no message).
+fn job_id(job: &Job) -> &QueueId {
+    match job {
+        Job::Commit { id, .. }
+        | Job::Remove { id, .. }
+        | Job::Move { id, .. }
+        | Job::Attempt { id }
+        | Job::MarkScanned { id }
+        | Job::Persist { id } => id,
+        Job::FlushState => unreachable!("FlushState writes no file"),
+    }
 }
 
 impl Round {
-    fn run(self, rx: mpsc::Receiver<Request>) {
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
         while let Ok(first) = rx.recv() {
             let mut round = vec![first];
             while round.len() < MAX_ROUND {
@@ -210,7 +278,7 @@ impl Round {
         tracing::debug!("spool writer stopped");
     }
 
-    fn process(&self, requests: Vec<Request>) {
+    fn process(&mut self, requests: Vec<Request>) {
         let count = requests.len();
         let mut round: Vec<Pending> = requests
             .into_iter()
@@ -218,46 +286,147 @@ impl Round {
                 request,
                 result: Ok(()),
                 file: None,
+                via: Via::File,
             })
             .collect();
-        // 1. Write the files of in-memory commits and start their writeback, so the data of the
-        //    whole round goes to the disk together and the first sync commits the journal for all.
+        // 1. Records of in-memory commits and ends of logged messages go into one buffer for the
+        //    message log; other commits and messages moving out of the log are written to tmp/
+        //    with their writeback started, so the data of the whole round goes to the disk together.
+        let mut buf = Vec::new();
         for p in &mut round {
-            if let Job::Commit {
-                id,
-                body: CommitBody::Memory { header, message },
-            } = &p.request.job
-            {
-                match self.write_tmp(id, header, message) {
-                    Ok(file) => p.file = Some(file),
-                    Err(e) => p.result = Err(e),
+            match &p.request.job {
+                Job::Commit {
+                    id,
+                    body: CommitBody::Memory { header, message },
+                } => {
+                    let len = header.len() + message.len();
+                    if self.log.is_some() && len <= log::MAX_PAYLOAD {
+                        let at = log::encode_message(&mut buf, id, &[header, message]);
+                        p.via = Via::LogCommit {
+                            at,
+                            len: len as u32,
+                        };
+                    } else {
+                        match self.write_tmp(id, &[header, message]) {
+                            Ok(file) => p.file = Some(file),
+                            Err(e) => p.result = Err(e),
+                        }
+                    }
+                }
+                Job::Remove {
+                    dir: SpoolDir::Active,
+                    id,
+                } if self.in_log(id) => {
+                    log::encode_done(&mut buf, id);
+                    p.via = Via::LogDone;
+                }
+                Job::Move {
+                    id,
+                    from: SpoolDir::Active,
+                    to,
+                } if self.in_log(id) => {
+                    let to = *to;
+                    p.via = Via::Migrate { to };
+                    match self.migrate_out(id) {
+                        Ok(file) => p.file = Some(file),
+                        Err(e) => p.result = Err(e),
+                    }
+                }
+                Job::Attempt { id } => {
+                    if self.in_log(id) {
+                        log::encode_attempt(&mut buf, id);
+                        p.via = Via::LogAttempt;
+                    } else {
+                        p.via = Via::Nothing;
+                    }
+                }
+                Job::MarkScanned { id } => {
+                    if self.in_log(id) {
+                        log::encode_scanned(&mut buf, id);
+                        p.via = Via::LogAttempt;
+                    } else {
+                        p.via = Via::Nothing;
+                    }
+                }
+                Job::Persist { id } => {
+                    if self.in_log(id) {
+                        p.via = Via::Migrate {
+                            to: SpoolDir::Active,
+                        };
+                        match self.migrate_out(id) {
+                            Ok(file) => p.file = Some(file),
+                            Err(e) => p.result = Err(e),
+                        }
+                    } else {
+                        p.via = Via::Nothing;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut log_failure: Option<(io::ErrorKind, String, std::path::PathBuf)> = None;
+        let mut appended_at = None;
+        if !buf.is_empty()
+            && let Some(log) = self.log.as_mut()
+        {
+            match log.append(&buf) {
+                Ok(at) => appended_at = Some(at),
+                Err(e) => {
+                    tracing::error!(segment = %log.current_path().display(), error = %e, "cannot append to the message log");
+                    log_failure = Some((e.kind(), e.to_string(), log.current_path()));
                 }
             }
         }
-        // 2. Sync the data of every file written (all before any rename: a rename in between
-        //    would start a new journal transaction and cost the next sync a commit of its own).
+        // 2. Sync the data of every file written and of the log (all before any rename: a
+        //    rename in between would start a new journal transaction and cost the next sync a
+        //    commit of its own).
         if self.fsync {
             for p in &mut round {
-                if let (Job::Commit { id, .. }, Some(file), Ok(())) =
-                    (&p.request.job, &p.file, &p.result)
-                {
+                if let (Some(file), Ok(())) = (&p.file, &p.result) {
+                    let id = job_id(&p.request.job);
                     p.result = file.sync_data().map_err(|e| {
                         QueueError::io("sync spool file", &self.layout.file(SpoolDir::Tmp, id), e)
                     });
                 }
             }
+            if appended_at.is_some()
+                && let Some(log) = self.log.as_mut()
+            {
+                let path = log.current_path();
+                if let Err(e) = log.sync() {
+                    tracing::error!(segment = %path.display(), error = %e, "cannot sync the message log");
+                    log_failure = Some((e.kind(), e.to_string(), path));
+                }
+            }
         }
-        // 3. Give each file its name in active/.
+        if let Some((kind, message, path)) = &log_failure {
+            for p in &mut round {
+                if matches!(
+                    p.via,
+                    Via::LogCommit { .. } | Via::LogDone | Via::LogAttempt
+                ) {
+                    p.result = Err(QueueError::io(
+                        "write the message log",
+                        path,
+                        io::Error::new(*kind, message.clone()),
+                    ));
+                }
+            }
+        }
+        // 3. Give each file its name in active/ (or, moving out of the log, its directory).
         for p in &mut round {
-            let Job::Commit { id, .. } = &p.request.job else {
-                continue;
+            let target = match (&p.request.job, p.via) {
+                (Job::Commit { .. }, Via::File) => SpoolDir::Active,
+                (_, Via::Migrate { to }) => to,
+                _ => continue,
             };
+            let id = job_id(&p.request.job);
             drop(p.file.take());
             let tmp = self.layout.file(SpoolDir::Tmp, id);
             if p.result.is_ok() {
-                let active = self.layout.file(SpoolDir::Active, id);
-                p.result = std::fs::rename(&tmp, &active)
-                    .map_err(|e| QueueError::io("move spool file to", &active, e));
+                let dst = self.layout.file(target, id);
+                p.result = std::fs::rename(&tmp, &dst)
+                    .map_err(|e| QueueError::io("move spool file to", &dst, e));
             }
             if p.result.is_err()
                 && let Err(e) = std::fs::remove_file(&tmp)
@@ -266,8 +435,11 @@ impl Round {
                 tracing::warn!(queue_id = %id, error = %e, "cannot remove the spool file of a failed commit");
             }
         }
-        // 4. Removals and moves.
+        // 4. Removals and moves of spool files.
         for p in &mut round {
+            if p.via != Via::File {
+                continue;
+            }
             p.result = match &p.request.job {
                 Job::Remove { dir, id } => {
                     let path = self.layout.file(*dir, id);
@@ -289,7 +461,7 @@ impl Round {
         // 5. Each directory that changed, synced once for the whole round.
         let mut synced: Vec<(SpoolDir, Result<(), Arc<io::Error>>)> = Vec::new();
         for p in &round {
-            for dir in dirs_of(&p.request.job) {
+            for dir in p.dirs() {
                 if !synced.iter().any(|(d, _)| *d == dir) {
                     synced.push((dir, self.sync_dir(dir)));
                 }
@@ -299,7 +471,7 @@ impl Round {
             if p.result.is_err() {
                 continue;
             }
-            for dir in dirs_of(&p.request.job) {
+            for dir in p.dirs() {
                 if let Some((_, Err(e))) = synced.iter().find(|(d, _)| *d == dir) {
                     p.result = Err(QueueError::io(
                         "sync directory",
@@ -307,6 +479,45 @@ impl Round {
                         io::Error::new(e.kind(), e.to_string()),
                     ));
                 }
+            }
+        }
+        // 5b. The log index follows what is now durable. A message that moved out of the log gets
+        //     a done record, written now (its file is durable) and synced with a later round: if
+        //     that record is lost, start-up finds the file and the record both, and the file wins.
+        if let Some(log) = self.log.as_mut() {
+            let mut done = Vec::new();
+            for p in &round {
+                if p.result.is_err() || matches!(p.via, Via::File | Via::Nothing | Via::LogAttempt)
+                {
+                    continue;
+                }
+                let id = job_id(&p.request.job);
+                match p.via {
+                    Via::LogCommit { at, len } => {
+                        let (segment, base) = appended_at.expect("a logged commit was appended");
+                        log.index().insert(
+                            id.clone(),
+                            log::LogPos {
+                                segment,
+                                payload: base + at as u64,
+                                len,
+                            },
+                        );
+                    }
+                    Via::LogDone => {
+                        log.index().remove(id);
+                    }
+                    Via::Migrate { .. } => {
+                        log::encode_done(&mut done, id);
+                        log.index().remove(id);
+                    }
+                    Via::File | Via::Nothing | Via::LogAttempt => {}
+                }
+            }
+            if !done.is_empty()
+                && let Err(e) = log.append(&done)
+            {
+                tracing::warn!(error = %e, "cannot record in the message log that messages moved to spool files (harmless: the files win at start-up)");
             }
         }
         // 6. One flush of the state database for everyone who asked.
@@ -333,23 +544,67 @@ impl Round {
                 && let Some(then) = p.request.then.take()
             {
                 p.result = then();
+                if p.result.is_err()
+                    && let Via::LogCommit { .. } = p.via
+                {
+                    // The commit is undone (the client is told to retry): end the record now.
+                    self.end_logged(job_id(&p.request.job));
+                }
             }
             // The asker may be gone (its client hung up); the job is done all the same.
             let _ = p.request.done.send(p.result);
         }
-        tracing::trace!(jobs = count, dir_syncs = synced.len(), "spool writer round");
+        // 8. Log segments nothing lives in any more.
+        let segments_deleted = self.log.as_mut().map_or(0, |log| log.collect_garbage());
+        tracing::trace!(
+            jobs = count,
+            dir_syncs = synced.len(),
+            log_bytes = buf.len(),
+            segments_deleted,
+            "spool writer round"
+        );
     }
 
-    fn write_tmp(&self, id: &QueueId, header: &[u8], message: &[u8]) -> Result<File, QueueError> {
+    /// Ends a logged message at once (a done record, appended and synced).
+    fn end_logged(&mut self, id: &QueueId) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let mut done = Vec::new();
+        log::encode_done(&mut done, id);
+        if let Err(e) = log.append(&done).and_then(|_| log.sync()) {
+            tracing::error!(queue_id = %id, error = %e, "cannot end an undone commit in the message log; it may be delivered after a restart");
+        }
+        log.index().remove(id);
+    }
+
+    fn in_log(&self, id: &QueueId) -> bool {
+        self.log.as_ref().is_some_and(|l| l.index().contains(id))
+    }
+
+    /// Starts moving a logged message to a spool file of its own: writes `tmp/<id>`.
+    fn migrate_out(&self, id: &QueueId) -> Result<File, QueueError> {
+        let log = self.log.as_ref().expect("only logged messages migrate");
+        let pos = log
+            .index()
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.clone()))?;
+        let path = log::segment_path(log.dir(), pos.segment);
+        let payload = log::read_payload(log.dir(), pos)
+            .map_err(|e| QueueError::io("read the message log", &path, e))?;
+        self.write_tmp(id, &[&payload])
+    }
+
+    fn write_tmp(&self, id: &QueueId, parts: &[&[u8]]) -> Result<File, QueueError> {
         let path = self.layout.file(SpoolDir::Tmp, id);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| QueueError::io("create spool file", &path, e))?;
-        let written = file
-            .write_all(header)
-            .and_then(|()| file.write_all(message))
+        let written = parts
+            .iter()
+            .try_for_each(|part| file.write_all(part))
             .map_err(|e| QueueError::io("write spool file", &path, e));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&path);
@@ -386,7 +641,9 @@ fn dirs_of(job: &Job) -> Vec<SpoolDir> {
         Job::Commit { .. } => vec![SpoolDir::Active],
         Job::Remove { dir, .. } => vec![*dir],
         Job::Move { from, to, .. } => vec![*to, *from],
-        Job::FlushState => Vec::new(),
+        Job::Attempt { .. } | Job::MarkScanned { .. } | Job::Persist { .. } | Job::FlushState => {
+            Vec::new()
+        }
     }
 }
 
@@ -398,7 +655,7 @@ mod tests {
         let layout = Layout::new(dir);
         layout.create().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let writer = SpoolWriter::start("spool-writer", &layout, db, true).unwrap();
+        let writer = SpoolWriter::start("spool-writer", &layout, db, true, None).unwrap();
         (layout, writer)
     }
 
