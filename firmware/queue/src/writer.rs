@@ -30,6 +30,8 @@ use crate::spool::{Layout, SpoolDir};
 
 /// How many jobs one round may take; bounds the latency of the first job of a round.
 const MAX_ROUND: usize = 1024;
+/// The longest a log record nobody waits for stays unsynced when no other work comes.
+const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What runs on the writer thread once a job is durable; its error becomes the job's answer.
 pub(crate) type Continuation = Box<dyn FnOnce() -> Result<(), QueueError> + Send>;
@@ -105,6 +107,7 @@ impl SpoolWriter {
             fsync,
             dir_fsyncs: dir_fsyncs.clone(),
             log,
+            unsynced: false,
         };
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -211,6 +214,8 @@ struct Round {
     dir_fsyncs: Arc<AtomicU64>,
     /// The message log (the spool writer's; the state flusher has none).
     log: Option<LogWriter>,
+    /// The log has records appended since its last sync.
+    unsynced: bool,
 }
 
 /// One request during a round: its job's outcome so far.
@@ -231,8 +236,10 @@ enum Via {
     LogCommit { at: usize, len: u32 },
     /// A done record in the log.
     LogDone,
-    /// An attempt (or scanned) record in the log: no change to the index.
+    /// An attempt record in the log: no change to the index.
     LogAttempt,
+    /// A scanned record in the log: nobody waits for it to be synced.
+    LogLazy,
     /// A logged message gets a spool file in `to`.
     Migrate { to: SpoolDir },
     /// Nothing to do.
@@ -245,7 +252,11 @@ impl Pending {
         match self.via {
             Via::File => dirs_of(&self.request.job),
             Via::Migrate { to } => vec![to],
-            Via::LogCommit { .. } | Via::LogDone | Via::LogAttempt | Via::Nothing => Vec::new(),
+            Via::LogCommit { .. }
+            | Via::LogDone
+            | Via::LogAttempt
+            | Via::LogLazy
+            | Via::Nothing => Vec::new(),
         }
     }
 }
@@ -265,7 +276,24 @@ fn job_id(job: &Job) -> &QueueId {
 
 impl Round {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Records nobody waits for (done, scanned) are synced with the next round that
+            // needs a sync, or after LAZY_SYNC when none comes.
+            let first = if self.unsynced {
+                match rx.recv_timeout(LAZY_SYNC) {
+                    Ok(request) => request,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sync_lazy();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                }
+            };
             let mut round = vec![first];
             while round.len() < MAX_ROUND {
                 match rx.try_recv() {
@@ -275,7 +303,18 @@ impl Round {
             }
             self.process(round);
         }
+        self.sync_lazy();
         tracing::debug!("spool writer stopped");
+    }
+
+    /// Syncs log records appended without a sync.
+    fn sync_lazy(&mut self) {
+        self.unsynced = false;
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.sync()
+        {
+            tracing::error!(segment = %log.current_path().display(), error = %e, "cannot sync the message log");
+        }
     }
 
     fn process(&mut self, requests: Vec<Request>) {
@@ -343,7 +382,7 @@ impl Round {
                 Job::MarkScanned { id } => {
                     if self.in_log(id) {
                         log::encode_scanned(&mut buf, id);
-                        p.via = Via::LogAttempt;
+                        p.via = Via::LogLazy;
                     } else {
                         p.via = Via::Nothing;
                     }
@@ -389,9 +428,20 @@ impl Round {
                     });
                 }
             }
-            if appended_at.is_some()
+            // Commits and attempts wait for the sync; done and scanned records do not (a done
+            // record lost in a crash brings back a message whose attempt record says it may
+            // have been delivered: it is delivered again and counted as a possible duplicate).
+            let needs_sync = round
+                .iter()
+                .any(|p| matches!(p.via, Via::LogCommit { .. } | Via::LogAttempt));
+            if appended_at.is_some() {
+                self.unsynced = true;
+            }
+            if needs_sync
+                && self.unsynced
                 && let Some(log) = self.log.as_mut()
             {
+                self.unsynced = false;
                 let path = log.current_path();
                 if let Err(e) = log.sync() {
                     tracing::error!(segment = %path.display(), error = %e, "cannot sync the message log");
@@ -403,7 +453,7 @@ impl Round {
             for p in &mut round {
                 if matches!(
                     p.via,
-                    Via::LogCommit { .. } | Via::LogDone | Via::LogAttempt
+                    Via::LogCommit { .. } | Via::LogDone | Via::LogAttempt | Via::LogLazy
                 ) {
                     p.result = Err(QueueError::io(
                         "write the message log",
@@ -487,7 +537,11 @@ impl Round {
         if let Some(log) = self.log.as_mut() {
             let mut done = Vec::new();
             for p in &round {
-                if p.result.is_err() || matches!(p.via, Via::File | Via::Nothing | Via::LogAttempt)
+                if p.result.is_err()
+                    || matches!(
+                        p.via,
+                        Via::File | Via::Nothing | Via::LogAttempt | Via::LogLazy
+                    )
                 {
                     continue;
                 }
@@ -511,13 +565,16 @@ impl Round {
                         log::encode_done(&mut done, id);
                         log.index().remove(id);
                     }
-                    Via::File | Via::Nothing | Via::LogAttempt => {}
+                    Via::File | Via::Nothing | Via::LogAttempt | Via::LogLazy => {}
                 }
             }
             if !done.is_empty()
                 && let Err(e) = log.append(&done)
             {
                 tracing::warn!(error = %e, "cannot record in the message log that messages moved to spool files (harmless: the files win at start-up)");
+            }
+            if !done.is_empty() {
+                self.unsynced = true;
             }
         }
         // 6. One flush of the state database for everyone who asked.
