@@ -514,10 +514,14 @@ fn defs(action: DefsAction) -> ExitCode {
             tls_key,
         } => {
             let log = portcullis_logging::LogConfig::default();
-            if let Err(e) = portcullis_logging::init(&log, "localhost") {
-                eprintln!("portcullis: logging: {e}");
-                return ExitCode::FAILURE;
-            }
+            // Kept until the server stops: dropping it stops the logging thread.
+            let _log = match portcullis_logging::init(&log, "localhost") {
+                Ok(handle) => handle,
+                Err(e) => {
+                    eprintln!("portcullis: logging: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
