@@ -599,7 +599,13 @@ async fn attempt(
             if results.connection_usable {
                 session.uses += 1;
                 cache
-                    .put(candidate.addr, use_tls, session, config.command_timeout)
+                    .put(
+                        candidate.addr,
+                        use_tls,
+                        session,
+                        config.command_timeout,
+                        !results.ended,
+                    )
                     .await;
             }
             return Attempt::Finished {
@@ -699,7 +705,13 @@ async fn attempt(
                     uses: 1,
                 };
                 cache
-                    .put(candidate.addr, use_tls, session, config.command_timeout)
+                    .put(
+                        candidate.addr,
+                        use_tls,
+                        session,
+                        config.command_timeout,
+                        !results.ended,
+                    )
                     .await;
             }
             None => conn.quit().await,
@@ -728,6 +740,9 @@ struct TransactionOutcome {
     recipients: Vec<RcptResult>,
     connection_usable: bool,
     mail_accepted: bool,
+    /// The server answered the end of the data: no transaction is open on the session, so it
+    /// needs no RSET before the next one.
+    ended: bool,
 }
 
 /// The recipients' states, and whether MAIL FROM was accepted.
@@ -772,6 +787,7 @@ impl Recipients {
             recipients,
             connection_usable,
             mail_accepted: self.1,
+            ended: false,
         }
     }
 }
@@ -951,12 +967,18 @@ async fn transaction(
             rcpts.settle_accepted(|| RcptResult::Delivered {
                 reply: text.clone(),
             });
-            rcpts.finish(true)
+            TransactionOutcome {
+                ended: true,
+                ..rcpts.finish(true)
+            }
         }
         Ok(reply) => {
             let result = outcome_of(peer, &reply, Step::EndOfData);
             rcpts.settle_accepted(|| result.clone());
-            rcpts.finish(true)
+            TransactionOutcome {
+                ended: true,
+                ..rcpts.finish(true)
+            }
         }
         Err(f) => {
             let why = f.describe(peer, Step::EndOfData);
@@ -980,9 +1002,18 @@ async fn send_body(
     let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8);
     match body {
         Body::Memory(bytes) => {
-            for chunk in bytes.chunks(BODY_CHUNK) {
+            // The last chunk and the "." line go out in one write.
+            let mut chunks = bytes.chunks(BODY_CHUNK).peekable();
+            while let Some(chunk) = chunks.next() {
                 out.clear();
                 stuffer.encode(chunk, &mut out);
+                if chunks.peek().is_none() {
+                    stuffer.finish(&mut out);
+                    return conn
+                        .send(&out, limit)
+                        .await
+                        .map_err(|f| f.describe(peer, Step::EndOfData));
+                }
                 conn.send(&out, limit)
                     .await
                     .map_err(|f| f.describe(peer, Step::Body))?;

@@ -25,7 +25,25 @@ impl DotStuffer {
     /// Appends the encoded form of `input` to `out`.
     pub(crate) fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() + input.len() / 64 + 4);
-        for &byte in input {
+        let mut rest = input;
+        while let Some((&byte, tail)) = rest.split_first() {
+            // Inside a line (no CR waiting for its LF) every byte up to the next CR or LF is
+            // copied as it is: only line starts and line ends need a look.
+            if !self.at_line_start && !self.pending_cr {
+                match memchr::memchr2(b'\r', b'\n', rest) {
+                    Some(0) => {}
+                    Some(n) => {
+                        out.extend_from_slice(&rest[..n]);
+                        rest = &rest[n..];
+                        continue;
+                    }
+                    None => {
+                        out.extend_from_slice(rest);
+                        return;
+                    }
+                }
+            }
+            rest = tail;
             match byte {
                 b'\n' => {
                     out.extend_from_slice(b"\r\n");
@@ -120,5 +138,74 @@ mod tests {
     fn chunk_boundaries_do_not_change_the_encoding() {
         let input = b".x\r\n\r\n.\r\n..\r\nbody\rline\nend.\r\n.";
         assert_eq!(encode_whole(input), encode_byte_by_byte(input));
+    }
+
+    /// The byte-at-a-time rules the fast path must agree with.
+    fn reference(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at_line_start = true;
+        let mut pending_cr = false;
+        for &byte in input {
+            match byte {
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    pending_cr = false;
+                    at_line_start = true;
+                }
+                b'\r' => {
+                    if pending_cr {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    pending_cr = true;
+                }
+                _ => {
+                    if pending_cr {
+                        out.extend_from_slice(b"\r\n");
+                        pending_cr = false;
+                        at_line_start = true;
+                    }
+                    if at_line_start && byte == b'.' {
+                        out.push(b'.');
+                    }
+                    out.push(byte);
+                    at_line_start = false;
+                }
+            }
+        }
+        let mut stuffer = DotStuffer {
+            at_line_start,
+            pending_cr,
+        };
+        stuffer.encode(b"", &mut out);
+        stuffer.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn random_inputs_in_random_chunks_encode_as_byte_by_byte() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"ab.\r\n";
+        for _ in 0..2000 {
+            let len = rng.gen_range(0..60);
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let mut stuffer = DotStuffer::new();
+            let mut out = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let n = rng.gen_range(1..=rest.len());
+                stuffer.encode(&rest[..n], &mut out);
+                rest = &rest[n..];
+            }
+            stuffer.finish(&mut out);
+            assert_eq!(
+                out,
+                reference(&input),
+                "input {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
     }
 }

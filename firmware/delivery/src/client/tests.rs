@@ -26,8 +26,8 @@ struct Script {
     end_of_data: String,
     /// Accept the connection but never say anything.
     silent: bool,
-    /// Answer RSET, then hang up (a server that closes idle sessions early).
-    close_after_rset: bool,
+    /// Answer the end of the data, then hang up (a server that closes idle sessions early).
+    close_after_message: bool,
 }
 
 impl Default for Script {
@@ -49,7 +49,7 @@ impl Default for Script {
             data: "354 End data with <CR><LF>.<CR><LF>".into(),
             end_of_data: "250 2.0.0 Ok: queued as 12345".into(),
             silent: false,
-            close_after_rset: false,
+            close_after_message: false,
         }
     }
 }
@@ -211,14 +211,14 @@ where
                     body.extend_from_slice(&line);
                 }
                 seen.lock().unwrap().bodies.push(body);
+                if script.close_after_message {
+                    reply(&mut reader, &script.end_of_data).await;
+                    return None;
+                }
                 script.end_of_data.clone()
             }
             "QUIT" => {
                 reply(&mut reader, "221 2.0.0 Bye").await;
-                return None;
-            }
-            "RSET" if script.close_after_rset => {
-                reply(&mut reader, "250 2.0.0 Ok").await;
                 return None;
             }
             "RSET" | "NOOP" => "250 2.0.0 Ok".into(),
@@ -1075,7 +1075,7 @@ async fn deliver_through(
 }
 
 #[tokio::test]
-async fn consecutive_messages_to_one_host_share_one_session_reset_between_them() {
+async fn consecutive_messages_to_one_host_share_one_session_without_a_reset_between_them() {
     let server = FakeServer::start(Script::default()).await;
     let cache = SessionCache::new(SessionCacheLimits::default());
     let (_file, source) = spool(MESSAGE);
@@ -1094,7 +1094,8 @@ async fn consecutive_messages_to_one_host_share_one_session_reset_between_them()
             .filter(|c| c.starts_with("EHLO"))
             .count();
         let rset = seen.commands.iter().filter(|c| *c == "RSET").count();
-        assert_eq!((ehlo, rset), (1, 3));
+        // Each transaction ended with the reply to the data: nothing to reset.
+        assert_eq!((ehlo, rset), (1, 0));
         assert!(!seen.commands.iter().any(|c| c == "QUIT"));
     }
     cache.close_all();
@@ -1109,9 +1110,30 @@ async fn consecutive_messages_to_one_host_share_one_session_reset_between_them()
 }
 
 #[tokio::test]
+async fn a_transaction_cut_short_is_reset_before_its_session_is_parked() {
+    let mut rcpt = HashMap::new();
+    rcpt.insert(
+        "ok@example.test".to_string(),
+        "550 5.1.1 no such user".to_string(),
+    );
+    let server = FakeServer::start(Script {
+        rcpt,
+        ..Script::default()
+    })
+    .await;
+    let cache = SessionCache::new(SessionCacheLimits::default());
+    let (_file, source) = spool(MESSAGE);
+    let report = deliver_through(&cache, &server, &source).await;
+    assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
+    let seen = server.received();
+    assert_eq!(seen.commands.iter().filter(|c| *c == "RSET").count(), 1);
+    assert_eq!(cache.parked(), 1);
+}
+
+#[tokio::test]
 async fn a_parked_session_the_server_closed_is_replaced_by_a_fresh_connection() {
     let server = FakeServer::start(Script {
-        close_after_rset: true,
+        close_after_message: true,
         ..Script::default()
     })
     .await;
