@@ -4,10 +4,18 @@
 //! half a second), and a failure is logged, never returned, because losing a log line must never
 //! refuse or delay mail. Values are JSON so they stay readable and can gain fields later.
 //!
-//! Trees: `tracking` (queue id → MessageRecord), `tracking_by_time` (received time + id → ()),
-//! `sessions` (end time + session id → SessionRecord).
+//! Trees: `tracking` (queue id → MessageRecord, as first recorded), `tracking_events` (queue id +
+//! time + sequence → TrackEvent), `tracking_outcomes` (queue id → Outcome), `tracking_by_time`
+//! (received time + id → ()), `sessions` (end time + session id → SessionRecord).
+//!
+//! Events and outcomes are rows of their own, so recording one is a single insert rather than a
+//! read, decode, re-encode and write of the whole record (which grew with every event). A record
+//! written before events had rows of their own keeps its embedded events; [`Tracking::get`]
+//! returns both.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -112,8 +120,12 @@ pub struct SessionRecord {
 #[derive(Clone, Debug)]
 pub struct Tracking {
     messages: sled::Tree,
+    events: sled::Tree,
+    outcomes: sled::Tree,
     by_time: sled::Tree,
     sessions: sled::Tree,
+    /// Tells apart events of one message recorded in the same microsecond.
+    sequence: Arc<AtomicU32>,
 }
 
 /// A time as a key that sorts like the time (big-endian, sign bit flipped).
@@ -131,8 +143,11 @@ impl Tracking {
     pub(crate) fn open(db: &sled::Db) -> Result<Tracking, sled::Error> {
         Ok(Tracking {
             messages: db.open_tree("tracking")?,
+            events: db.open_tree("tracking_events")?,
+            outcomes: db.open_tree("tracking_outcomes")?,
             by_time: db.open_tree("tracking_by_time")?,
             sessions: db.open_tree("sessions")?,
+            sequence: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -141,6 +156,15 @@ impl Tracking {
     /// detail), so the queue and the gateway may both record a message without doubling it.
     pub fn record_message(&self, rec: &MessageRecord) {
         let key = rec.queue_id.as_str().as_bytes();
+        // The usual case, a message seen for the first time, is one insert.
+        if let Ok(value) = serde_json::to_vec(rec)
+            && let Ok(Ok(())) = self
+                .messages
+                .compare_and_swap(key, None::<&[u8]>, Some(value))
+        {
+            self.index(rec.received_at, &rec.queue_id);
+            return;
+        }
         let result = self.messages.update_and_fetch(key, |old| {
             let mut merged = rec.clone();
             if let Some(old) =
@@ -163,59 +187,65 @@ impl Tracking {
         self.index(rec.received_at, &rec.queue_id);
     }
 
-    /// Appends an event to a message's record (creating a bare record if there is none).
+    /// Adds an event to a message's record (creating a bare record if there is none).
     pub fn event(&self, id: &QueueId, ev: TrackEvent) {
-        let mut created = None;
-        let result = self
-            .messages
-            .update_and_fetch(id.as_str().as_bytes(), |old| {
-                let mut rec = match old
-                    .and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok())
-                {
-                    Some(rec) => rec,
-                    None => {
-                        created = Some(ev.at);
-                        bare_record(id, ev.at)
-                    }
-                };
-                rec.events.push(ev.clone());
-                serde_json::to_vec(&rec).ok()
-            });
+        self.ensure_record(id, ev.at);
+        let mut key = id.as_str().as_bytes().to_vec();
+        key.extend_from_slice(&time_key(ev.at));
+        key.extend_from_slice(&self.sequence.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let result = serde_json::to_vec(&ev)
+            .map_err(|e| sled::Error::Unsupported(e.to_string()))
+            .and_then(|value| self.events.insert(key, value));
         self.log_failure(result.map(drop), id, "record event");
-        if let Some(at) = created {
-            self.index(at, id);
-        }
     }
 
     /// Sets how a message ended.
     pub fn outcome(&self, id: &QueueId, outcome: Outcome) {
-        let mut created = None;
-        let result = self
-            .messages
-            .update_and_fetch(id.as_str().as_bytes(), |old| {
-                let mut rec = match old
-                    .and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok())
-                {
-                    Some(rec) => rec,
-                    None => {
-                        let now = Utc::now();
-                        created = Some(now);
-                        bare_record(id, now)
-                    }
-                };
-                rec.outcome = Some(outcome);
-                serde_json::to_vec(&rec).ok()
-            });
+        self.ensure_record(id, Utc::now());
+        let result = serde_json::to_vec(&outcome)
+            .map_err(|e| sled::Error::Unsupported(e.to_string()))
+            .and_then(|value| self.outcomes.insert(id.as_str().as_bytes(), value));
         self.log_failure(result.map(drop), id, "record outcome");
-        if let Some(at) = created {
+    }
+
+    /// Makes sure a message has a record, so that its events can be found by time.
+    fn ensure_record(&self, id: &QueueId, at: DateTime<Utc>) {
+        let key = id.as_str().as_bytes();
+        if self.messages.contains_key(key).unwrap_or(true) {
+            return;
+        }
+        if let Ok(value) = serde_json::to_vec(&bare_record(id, at))
+            && let Ok(Ok(())) = self
+                .messages
+                .compare_and_swap(key, None::<&[u8]>, Some(value))
+        {
             self.index(at, id);
         }
     }
 
-    /// The record of a message, if it is (still) in the log.
+    /// The record of a message, if it is (still) in the log: its fields, every event oldest
+    /// first, and its outcome.
     pub fn get(&self, id: &QueueId) -> Option<MessageRecord> {
         let bytes = self.messages.get(id.as_str().as_bytes()).ok()??;
-        serde_json::from_slice(&bytes).ok()
+        let mut rec: MessageRecord = serde_json::from_slice(&bytes).ok()?;
+        let events = self
+            .events
+            .scan_prefix(id.as_str().as_bytes())
+            .values()
+            .filter_map(|value| value.ok())
+            .filter_map(|value| serde_json::from_slice::<TrackEvent>(&value).ok());
+        rec.events.extend(events);
+        rec.events.sort_by_key(|e| e.at);
+        if let Some(outcome) = self
+            .outcomes
+            .get(id.as_str().as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|value| serde_json::from_slice::<Outcome>(&value).ok())
+        {
+            rec.outcome = Some(outcome);
+        }
+        Some(rec)
     }
 
     /// The most recently received messages, newest first.
@@ -291,6 +321,16 @@ impl Tracking {
         for key in old {
             if let Some(id) = key.get(8..).and_then(|id| std::str::from_utf8(id).ok()) {
                 let _ = self.messages.remove(id.as_bytes());
+                let _ = self.outcomes.remove(id.as_bytes());
+                let events: Vec<sled::IVec> = self
+                    .events
+                    .scan_prefix(id.as_bytes())
+                    .keys()
+                    .filter_map(|k| k.ok())
+                    .collect();
+                for event in events {
+                    let _ = self.events.remove(event);
+                }
             }
             let _ = self.by_time.remove(&key);
             removed += 1;
@@ -427,6 +467,53 @@ mod tests {
         );
         assert!(tracking.get(&ids[0]).is_none());
         assert_eq!(tracking.recent(10).len(), 2);
+    }
+
+    #[test]
+    fn events_are_rows_of_their_own_and_pruned_with_their_message() {
+        let (_dir, tracking) = tracking();
+        let id = QueueId::generate();
+        let at = Utc::now() - chrono::Duration::hours(2);
+        let mut rec = record(&id, at);
+        rec.events
+            .push(TrackEvent::now("received", None, "committed"));
+        tracking.record_message(&rec);
+        for n in 0..3 {
+            tracking.event(&id, TrackEvent::now("deferred", None, format!("try {n}")));
+        }
+        tracking.outcome(&id, Outcome::Bounced);
+        // The base record was written once: no event went into it.
+        let raw = tracking.messages.get(id.as_str()).unwrap().unwrap();
+        let stored: MessageRecord = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(stored.events.len(), 1);
+        let got = tracking.get(&id).unwrap();
+        let details: Vec<&str> = got.events.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, ["committed", "try 0", "try 1", "try 2"]);
+        assert_eq!(got.outcome, Some(Outcome::Bounced));
+        assert_eq!(
+            tracking.prune_before(Utc::now() - chrono::Duration::hours(1)),
+            1
+        );
+        assert!(tracking.get(&id).is_none());
+        assert_eq!(tracking.events.len(), 0);
+        assert_eq!(tracking.outcomes.len(), 0);
+    }
+
+    #[test]
+    fn a_record_written_with_embedded_events_still_reads_with_them() {
+        let (_dir, tracking) = tracking();
+        let id = QueueId::generate();
+        let mut old = record(&id, Utc::now());
+        old.events
+            .push(TrackEvent::now("received", None, "old style"));
+        old.outcome = Some(Outcome::Delivered);
+        tracking
+            .messages
+            .insert(id.as_str(), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let got = tracking.get(&id).unwrap();
+        assert_eq!(got.events.len(), 1);
+        assert_eq!(got.outcome, Some(Outcome::Delivered));
     }
 
     #[test]
