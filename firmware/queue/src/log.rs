@@ -132,12 +132,12 @@ impl LogIndex {
     }
 
     /// Takes out the oldest segments that hold no live message, up to (not including) the first
-    /// one that does or `current`; the caller deletes them.
-    fn take_deletable(&self, current: Option<u64>) -> Vec<u64> {
+    /// one that does; the caller deletes them.
+    fn take_deletable(&self) -> Vec<u64> {
         let mut inner = self.lock();
         let mut gone = Vec::new();
         while let Some((&segment, &live)) = inner.live.first_key_value() {
-            if live > 0 || Some(segment) == current {
+            if live > 0 {
                 break;
             }
             inner.live.remove(&segment);
@@ -325,10 +325,15 @@ impl LogWriter {
     }
 
     /// Deletes the oldest segments that no longer hold a live message (see the module docs for
-    /// why only oldest first). Returns how many were deleted.
+    /// why only oldest first), the current one too when nothing lives in any segment: the space
+    /// of delivered mail is given back at once. Returns how many were deleted.
     pub(crate) fn collect_garbage(&mut self) -> usize {
-        let current = self.current.as_ref().map(|c| c.segment);
-        let gone = self.index.take_deletable(current);
+        let gone = self.index.take_deletable();
+        if let Some(current) = &self.current
+            && gone.contains(&current.segment)
+        {
+            self.current = None;
+        }
         for segment in &gone {
             let path = segment_path(&self.dir, *segment);
             if let Err(e) = fs::remove_file(&path)
@@ -575,7 +580,8 @@ mod tests {
         let index = Arc::new(LogIndex::default());
         let mut log = LogWriter::new(dir.path(), index.clone(), 1, true);
         let ids: Vec<QueueId> = (0..3).map(|_| QueueId::generate()).collect();
-        // Three segments with one message each (a new segment per append, by abandoning).
+        // Three segments with one message each (a new segment per append, by abandoning); the
+        // third stays current.
         let mut segments = Vec::new();
         for id in &ids {
             let mut buf = Vec::new();
@@ -590,7 +596,9 @@ mod tests {
                 },
             );
             segments.push(segment);
-            log.current = None;
+            if segments.len() < 3 {
+                log.current = None;
+            }
         }
         assert_eq!(index.segments(), 3);
         // The middle one finishes first: nothing may go, the oldest still lives.
@@ -602,6 +610,13 @@ mod tests {
         assert!(!segment_path(dir.path(), segments[1]).exists());
         assert!(segment_path(dir.path(), segments[2]).exists());
         assert_eq!(index.len(), 1);
+        // Nothing lives any more: the current segment goes too, and the next append starts a
+        // new one.
+        index.remove(&ids[2]);
+        assert_eq!(log.collect_garbage(), 1);
+        assert!(!segment_path(dir.path(), segments[2]).exists());
+        let (next, at) = log.append(b"x").unwrap();
+        assert_eq!((next, at), (segments[2] + 1, 0));
     }
 
     #[test]
