@@ -96,13 +96,30 @@ pub struct Config {
 /// `[scan]`: how messages are taken apart (`[scan.limits]`) and what the content policy says
 /// about them (`[scan.policy]`, `[scan.policy.file_names]`, `[[scan.policy.content_rules]]`…).
 /// Both reuse `portcullis-scan`'s own types, so their defaults live in that crate.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScanSection {
     /// Decomposition limits (depth, files, bytes, ratio, time…).
     pub limits: portcullis_scan::Limits,
     /// The content policy.
     pub policy: portcullis_scan::Policy,
+    /// The text that replaces an attachment removed by a `strip` action (content rule or
+    /// antivirus): `%FILENAME%` and `%REASONS%` are filled in; empty leaves an empty part.
+    pub removal_note: String,
+}
+
+/// The default `scan.removal_note`.
+pub const DEFAULT_REMOVAL_NOTE: &str =
+    "Portcullis removed the attachment %FILENAME% from this message:\n%REASONS%";
+
+impl Default for ScanSection {
+    fn default() -> Self {
+        ScanSection {
+            limits: portcullis_scan::Limits::default(),
+            policy: portcullis_scan::Policy::default(),
+            removal_note: DEFAULT_REMOVAL_NOTE.to_owned(),
+        }
+    }
 }
 
 /// What happens to a message in which the antivirus engine found something.

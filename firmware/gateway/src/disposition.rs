@@ -144,13 +144,14 @@ pub fn plan(verdict: &MessageVerdict, in_session: bool) -> Disposition {
                         forward_to.push(to.clone())
                     }
                     Action::StripPart => {
+                        // The reasons, one "- " line each; `prepare_delivery` puts them into the
+                        // configured note (`scan.removal_note`).
                         if let Some(carrier) = &r.carrier {
                             match changes.strip.iter_mut().find(|(c, _)| c == carrier) {
-                                Some((_, note)) => note.push_str(&format!("\n- {}", r.text)),
-                                None => changes.strip.push((
-                                    carrier.clone(),
-                                    format!("Portcullis removed the attachment {carrier} from this message:\n- {}", r.text),
-                                )),
+                                Some((_, reasons)) => reasons.push_str(&format!("\n- {}", r.text)),
+                                None => changes
+                                    .strip
+                                    .push((carrier.clone(), format!("- {}", r.text))),
                             }
                         }
                     }
@@ -176,6 +177,19 @@ pub fn plan(verdict: &MessageVerdict, in_session: bool) -> Disposition {
 }
 
 /// One line, printable ASCII, bounded: safe as SMTP reply text.
+/// The text that replaces a removed attachment: `template` with `%FILENAME%` (the attachment's
+/// name, or its place in the message when it has none) and `%REASONS%` (one "- " line per
+/// reason) filled in. An empty template leaves an empty part.
+pub(crate) fn removal_note(template: &str, carrier: &str, reasons: &str) -> String {
+    let name = match carrier.rsplit_once(" \"") {
+        Some((_, quoted)) => quoted.trim_end_matches('"').to_string(),
+        None => carrier.rsplit('/').next().unwrap_or(carrier).to_string(),
+    };
+    template
+        .replace("%FILENAME%", &name)
+        .replace("%REASONS%", reasons)
+}
+
 fn reply_text(text: &str) -> String {
     let clean: String = text
         .chars()
@@ -396,6 +410,10 @@ async fn prepare_delivery(
     let id = &entry.id;
     let q = &shared.queue;
     let snap = shared.snapshot();
+    let mut changes = changes;
+    for (carrier, reasons) in &mut changes.strip {
+        *reasons = removal_note(&snap.config.scan.removal_note, carrier, reasons);
+    }
     let disclaimer = snap
         .disclaimer
         .clone()
@@ -805,6 +823,24 @@ mod tests {
         );
         assert_eq!(changes.headers[1], "X-Policy: suspect");
         assert_eq!(changes.subject_prefixes, vec!["[SUSPECT]".to_string()]);
+    }
+
+    #[test]
+    fn the_removal_note_names_the_attachment_and_lists_the_reasons() {
+        let note = removal_note(
+            crate::config::DEFAULT_REMOVAL_NOTE,
+            "message/attachment[1] \"a.zip\"",
+            "- virus X\n- blocked extension",
+        );
+        assert_eq!(
+            note,
+            "Portcullis removed the attachment a.zip from this message:\n- virus X\n- blocked extension"
+        );
+        assert_eq!(
+            removal_note("[%FILENAME% removed]", "message/attachment[2]", "- r"),
+            "[attachment[2] removed]"
+        );
+        assert_eq!(removal_note("", "message/attachment[1] \"x\"", "- r"), "");
     }
 
     #[test]
