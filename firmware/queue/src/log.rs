@@ -127,6 +127,12 @@ impl LogIndex {
         Some(pos)
     }
 
+    /// Keeps a segment (and every newer one) from ever being deleted by this process: one that
+    /// could not be read may hold live mail, and newer ones its done records.
+    pub(crate) fn pin_segment(&self, segment: u64) {
+        *self.lock().live.entry(segment).or_insert(0) += 1;
+    }
+
     pub(crate) fn add_segment(&self, segment: u64) {
         self.lock().live.entry(segment).or_insert(0);
     }
@@ -363,13 +369,16 @@ pub(crate) struct Scanned {
     pub(crate) attempts: HashMap<QueueId, u32>,
     /// Live messages the scan stage has decided about.
     pub(crate) scanned: std::collections::HashSet<QueueId>,
-    /// Every segment, oldest first.
+    /// Every segment that could be read, oldest first.
     pub(crate) segments: Vec<u64>,
     /// One past the newest segment.
     pub(crate) next_segment: u64,
     /// Segments in which valid-looking records follow a record that does not check out: not
     /// a torn write, so the file is damaged (copied to `corrupt/` by recovery).
     pub(crate) damaged: Vec<u64>,
+    /// Segments that could not be read at all (an I/O error). They are left alone, never
+    /// deleted: what they hold is read at the next start that can.
+    pub(crate) unreadable: Vec<u64>,
 }
 
 /// Reads every segment in `dir`, oldest first.
@@ -387,10 +396,16 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scanned> {
     }
     scanned.segments.sort_unstable();
     scanned.next_segment = scanned.segments.last().map_or(1, |s| s + 1);
+    let mut readable = Vec::with_capacity(scanned.segments.len());
     for &segment in &scanned.segments {
         let path = segment_path(dir, segment);
         let mut bytes = Vec::new();
-        File::open(&path)?.read_to_end(&mut bytes)?;
+        if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+            tracing::error!(segment = %path.display(), error = %e, "cannot read a log segment; it is kept for the next start");
+            scanned.unreadable.push(segment);
+            continue;
+        }
+        readable.push(segment);
         let mut at = 0usize;
         while at < bytes.len() {
             match parse_record(&bytes[at..]) {
@@ -439,6 +454,7 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scanned> {
             }
         }
     }
+    scanned.segments = readable;
     Ok(scanned)
 }
 
@@ -617,6 +633,24 @@ mod tests {
         assert!(!segment_path(dir.path(), segments[2]).exists());
         let (next, at) = log.append(b"x").unwrap();
         assert_eq!((next, at), (segments[2] + 1, 0));
+    }
+
+    #[test]
+    fn an_unreadable_segment_is_reported_and_nothing_after_it_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(LogIndex::default());
+        let mut log = LogWriter::new(dir.path(), index.clone(), 1, true);
+        log.append(b"").unwrap();
+        // A directory where a segment should be: reading it fails.
+        std::fs::create_dir(segment_path(dir.path(), 7)).unwrap();
+        let scanned = scan(dir.path()).unwrap();
+        assert_eq!(scanned.unreadable, vec![7]);
+        assert_eq!(scanned.segments, vec![1]);
+        assert_eq!(scanned.next_segment, 8);
+        let index = LogIndex::default();
+        index.pin_segment(7);
+        index.add_segment(8);
+        assert!(index.take_deletable().is_empty());
     }
 
     #[test]

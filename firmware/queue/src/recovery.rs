@@ -201,6 +201,12 @@ fn scan_log(
     for segment in &scanned.segments {
         index.add_segment(*segment);
     }
+    // An unreadable segment may hold live mail, and the segments after it their done records:
+    // none of them is deleted by this process. It counts as corrupt so the admin hears of it.
+    for segment in &scanned.unreadable {
+        index.pin_segment(*segment);
+    }
+    recovery.corrupt += scanned.unreadable.len();
     for segment in &scanned.damaged {
         let path = log::segment_path(&dir, *segment);
         let name = path

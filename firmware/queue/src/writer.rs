@@ -595,7 +595,9 @@ impl Round {
                 }
             }
         }
-        // 7. Continuations of the jobs that succeeded, then every answer.
+        // 7. Log segments nothing lives in any more (before the answers, so an asker sees them gone).
+        let segments_deleted = self.log.as_mut().map_or(0, |log| log.collect_garbage());
+        // 8. Continuations of the jobs that succeeded, then every answer.
         for mut p in round {
             if p.result.is_ok()
                 && let Some(then) = p.request.then.take()
@@ -611,8 +613,6 @@ impl Round {
             // The asker may be gone (its client hung up); the job is done all the same.
             let _ = p.request.done.send(p.result);
         }
-        // 8. Log segments nothing lives in any more.
-        let segments_deleted = self.log.as_mut().map_or(0, |log| log.collect_garbage());
         tracing::trace!(
             jobs = count,
             dir_syncs = synced.len(),
