@@ -171,6 +171,9 @@ pub enum DisclaimerOutcome {
     Untouched(NotAdded),
 }
 
+/// The message with the disclaimer, what was changed, and the parts left alone.
+type Applied = (Vec<u8>, Vec<DisclaimerEdit>, Vec<SkippedPart>);
+
 impl Disclaimer {
     /// Checks the text: at most [`MAX_DISCLAIMER_CHARS`] characters, no control characters but line breaks and
     /// tabs.
@@ -230,7 +233,7 @@ impl Disclaimer {
         sender: &str,
         recipients: &[String],
         is_internal: &dyn Fn(&str) -> bool,
-    ) -> Result<(Vec<u8>, Vec<DisclaimerEdit>, Vec<SkippedPart>), NotAdded> {
+    ) -> Result<Applied, NotAdded> {
         let sender_domain = domain_of(sender).ok_or(NotAdded::NullSender)?;
         if !is_internal(&sender_domain) {
             return Err(NotAdded::Inbound);
@@ -344,9 +347,7 @@ impl Disclaimer {
         let line_end_of = |bytes: &[u8]| -> &'static [u8] {
             if bytes.windows(2).any(|w| w == b"\r\n") {
                 b"\r\n"
-            } else if bytes.contains(&b'\n') {
-                b"\n"
-            } else if message_line_end == b"\n" {
+            } else if bytes.contains(&b'\n') || message_line_end == b"\n" {
                 b"\n"
             } else {
                 b"\r\n"
@@ -813,7 +814,7 @@ fn set_field(header: &mut Vec<u8>, name: &str, value: &str, line_end: &[u8]) -> 
             .trim_ascii_end()
             .eq_ignore_ascii_case(name.as_bytes())
     };
-    if let Some(first) = lines.iter().position(|r| starts_field(r)) {
+    if let Some(first) = lines.iter().position(starts_field) {
         let mut last = first;
         while last + 1 < lines.len()
             && matches!(header[lines[last + 1].start], b' ' | b'\t')

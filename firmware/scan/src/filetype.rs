@@ -25,11 +25,17 @@ pub enum FileType {
     /// BinHex 4.0 encoded Mac file (`.hqx`).
     #[serde(rename = "binhex")]
     BinHex,
+    /// Windows HTML Help file (`.chm`).
+    Chm,
+    /// Symbian installation file (`.sis`, EPOC releases 3 to 6).
+    Sis,
+    /// TNEF stream (`winmail.dat`): Outlook's wrapper of attachments.
+    Tnef,
     /// RAR archive (recognised, not opened).
     Rar,
     /// Microsoft Cabinet.
     Cab,
-    /// ARJ archive (recognised, not opened).
+    /// ARJ archive.
     Arj,
     /// Windows/DOS executable or DLL (`MZ`).
     WindowsExecutable,
@@ -94,10 +100,20 @@ impl FileType {
         if starts(b"Rar!\x1a\x07") {
             return FileType::Rar;
         }
+        if starts(crate::decompose::chm::MAGIC) && matches!(bytes.get(4..8), Some([2 | 3, 0, 0, 0]))
+        {
+            return FileType::Chm;
+        }
+        if crate::decompose::sis::looks_like_sis(bytes) {
+            return FileType::Sis;
+        }
+        if crate::decompose::tnef::looks_like_tnef(bytes) {
+            return FileType::Tnef;
+        }
         if starts(b"MSCF\x00\x00\x00\x00") {
             return FileType::Cab;
         }
-        if starts(b"\x60\xea") && bytes.len() > 10 {
+        if crate::decompose::arj::looks_like_arj(bytes) {
             return FileType::Arj;
         }
         if starts(b"MZ") {
@@ -160,7 +176,8 @@ impl FileType {
         FileType::Binary
     }
 
-    /// Whether we open this type and decompose its members.
+    /// Whether we open this type and decompose its members (for executables: installer data and
+    /// embedded archives, when there are any).
     pub fn is_opened_container(self) -> bool {
         matches!(
             self,
@@ -175,12 +192,19 @@ impl FileType {
                 | FileType::Szdd
                 | FileType::BinHex
                 | FileType::Pdf
+                | FileType::Rtf
+                | FileType::OleCompound
+                | FileType::Tnef
+                | FileType::Arj
+                | FileType::Chm
+                | FileType::Sis
+                | FileType::WindowsExecutable
         )
     }
 
     /// Whether this is an archive format we recognise but cannot open.
     pub fn is_unopened_container(self) -> bool {
-        matches!(self, FileType::Rar | FileType::Arj)
+        matches!(self, FileType::Rar)
     }
 
     /// Whether the content is directly executable code (what file-name blocking calls an executable).
@@ -206,6 +230,9 @@ impl FileType {
             FileType::Cpio => "cpio archive",
             FileType::Szdd => "SZDD compressed file",
             FileType::BinHex => "BinHex file",
+            FileType::Tnef => "TNEF attachment wrapper",
+            FileType::Chm => "Windows HTML Help file",
+            FileType::Sis => "Symbian installation file",
             FileType::Rar => "rar archive",
             FileType::Cab => "cab archive",
             FileType::Arj => "arj archive",
@@ -301,5 +328,35 @@ mod tests {
         assert_eq!(FileType::detect(b"  <HTML><body>x"), FileType::Html);
         assert_eq!(FileType::detect(b"\x00\x01\x02"), FileType::Binary);
         assert_eq!(FileType::detect(b""), FileType::Binary);
+    }
+
+    #[test]
+    fn document_mail_and_installer_formats_are_recognised_and_opened() {
+        let cases: [(&[u8], FileType); 5] = [
+            (b"\x78\x9f\x3e\x22\x01\x00\x01", FileType::Tnef),
+            (b"ITSF\x03\x00\x00\x00\x60\x00", FileType::Chm),
+            (
+                b"\x00\x00\x00\x01\x12\x3a\x00\x10\x19\x04\x00\x10rest",
+                FileType::Sis,
+            ),
+            (
+                b"\x60\xea\x26\x00\x22\x0b\x01\x02\x10\x00\x02",
+                FileType::Arj,
+            ),
+            (b"{\\rtf1\\ansi", FileType::Rtf),
+        ];
+        for (bytes, kind) in cases {
+            assert_eq!(FileType::detect(bytes), kind);
+            assert!(kind.is_opened_container(), "{kind}");
+        }
+        assert!(FileType::OleCompound.is_opened_container());
+        assert!(FileType::WindowsExecutable.is_opened_container());
+        // An ARJ signature with an impossible header size is not an ARJ archive.
+        assert_ne!(
+            FileType::detect(b"\x60\xea\xff\xffjunkjunkjunk"),
+            FileType::Arj
+        );
+        assert!(!FileType::Arj.is_unopened_container());
+        assert!(FileType::Rar.is_unopened_container());
     }
 }

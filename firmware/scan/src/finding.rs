@@ -95,7 +95,7 @@ pub enum Finding {
         /// What the decoder reported.
         reason: String,
     },
-    /// A recognised container format that is not opened (RAR, CAB, ARJ). Unscannable only if the policy says so.
+    /// A recognised container format that is not opened (RAR). Unscannable only if the policy says so.
     NotOpened {
         /// The container.
         path: PartPath,

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// How many containers (attached messages, archives, compressed files) may be nested.
+    /// How many containers (attached messages, archives, compressed files, documents and installers that
+    /// carry files) may be nested.
     pub max_depth: u32,
     /// How many parts (MIME parts plus archive members) one message may yield.
     pub max_files: u32,
@@ -29,14 +30,16 @@ pub struct Limits {
     /// Text kept per part for content rules; longer text is cut (not an error: the bytes are still scanned
     /// by antivirus).
     pub max_text_bytes: usize,
-    /// Memory a 7z/xz decoder may use for its dictionary, in bytes; archives needing more are unscannable.
+    /// Memory a decoder may use for its dictionary or window (7z, xz, CAB and CHM LZX, NSIS LZMA), in bytes;
+    /// archives needing more are unscannable.
     pub max_decoder_memory: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_depth: 10,
+            // ClamAV's default --max-recursion: an archive it reaches, we reach.
+            max_depth: 17,
             max_files: 10_000,
             max_total_bytes: 256 * 1024 * 1024,
             max_compression_ratio: 100,

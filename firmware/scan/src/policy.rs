@@ -241,7 +241,7 @@ pub enum UnscannableAction {
 pub struct UnscannablePolicy {
     /// The action.
     pub action: UnscannableAction,
-    /// Also treat archives we cannot open (RAR, CAB, ARJ) as unscannable.
+    /// Also treat archives we cannot open (RAR) as unscannable.
     pub unopened_containers: bool,
 }
 

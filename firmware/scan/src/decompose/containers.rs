@@ -11,7 +11,13 @@ use crate::part::PartPath;
 
 use super::binhex::BinHexReader;
 use super::szdd::SzddReader;
-use super::{cpio, pdf, szdd};
+use super::{arj, cpio, pdf, szdd};
+
+mod documents;
+mod installers;
+
+pub(super) use documents::open_data_uris;
+pub(super) use installers::worth_opening;
 
 /// The message-wide allowance shared by every container of one message.
 pub(super) struct Budget<'l> {
@@ -114,6 +120,13 @@ pub(super) fn open(
         FileType::Szdd => open_stream(data, path, name, budget, StreamKind::Szdd),
         FileType::BinHex => open_binhex(data, path, budget),
         FileType::Pdf => open_pdf(data, path, budget),
+        FileType::Arj => open_arj(data, path, budget),
+        FileType::Rtf => documents::open_rtf(data, path, budget),
+        FileType::OleCompound => documents::open_ole2(data, path, budget),
+        FileType::Tnef => documents::open_tnef(data, path, budget),
+        FileType::Chm => documents::open_chm(data, path, budget),
+        FileType::WindowsExecutable => installers::open_executable(data, path, budget),
+        FileType::Sis => installers::open_sis(data, path, budget),
         _ => Opened::default(),
     }));
     result.unwrap_or_else(|_| Opened {
@@ -803,6 +816,110 @@ fn open_pdf(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
                     return opened;
                 }
             }
+        }
+    }
+    opened
+}
+
+impl Opened {
+    /// Whether a message-wide limit (time, files) forbids taking one more member; if so the walk
+    /// is told to halt at `path`.
+    fn full(&mut self, budget: &Budget<'_>, path: &PartPath) -> bool {
+        if let Some(hit) = budget
+            .time_up()
+            .or_else(|| budget.files_full(self.members.len()))
+        {
+            self.halt = Some((hit, path.clone()));
+        }
+        self.halt.is_some()
+    }
+
+    /// Adds a member whose bytes are stored as they are in the container (no decompression), so
+    /// only the total-size limit applies. Returns false when a message-wide limit stops the container.
+    fn keep_stored(
+        &mut self,
+        budget: &mut Budget<'_>,
+        container: &PartPath,
+        name: String,
+        mut bytes: &[u8],
+    ) -> bool {
+        let member_path = container.child(&name);
+        let (bytes, end) = read_bounded(&mut bytes, None, budget);
+        if self.record(end, container, &member_path) {
+            self.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
+        }
+        self.halt.is_none()
+    }
+}
+
+/// Opens an ARJ archive: stored and method 1–3 members, each checked against its CRC-32.
+fn open_arj(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) -> Opened {
+    let mut opened = Opened::default();
+    let limits = budget.limits;
+    let content = arj::files(data, limits.max_files as usize);
+    if let Some(reason) = content.damage {
+        opened.damaged(path, reason);
+    }
+    for file in content.files {
+        if opened.full(budget, path) {
+            break;
+        }
+        let name = member_name(&file.name);
+        let member_path = path.child(&name);
+        if file.garbled {
+            opened
+                .findings
+                .push(Finding::Encrypted { path: member_path });
+            continue;
+        }
+        // The declared size is checked before anything is decoded, as for zip.
+        let declared_ratio = u64::from(file.size) / (file.data.len() as u64).max(1);
+        if u64::from(file.size) > limits.ratio_check_min_bytes
+            && declared_ratio > limits.max_compression_ratio
+        {
+            opened.findings.push(Finding::LimitExceeded {
+                limit: LimitHit::CompressionRatio {
+                    ratio: declared_ratio,
+                    limit: limits.max_compression_ratio,
+                },
+                path: member_path,
+            });
+            continue;
+        }
+        let mut reader: Box<dyn Read + '_> = match file.method {
+            arj::Method::Stored => Box::new(file.data),
+            arj::Method::Compressed => Box::new(arj::ArjReader::new(file.data, file.size)),
+            arj::Method::Unsupported(method) => {
+                opened.damaged(
+                    &member_path,
+                    format!("ARJ compression method {method} is not supported"),
+                );
+                continue;
+            }
+        };
+        let (bytes, end) = read_bounded(
+            &mut reader,
+            Some(RatioBase {
+                compressed: file.data.len() as u64,
+                already: 0,
+            }),
+            budget,
+        );
+        if matches!(end, ReadEnd::Complete) && crc32fast::hash(&bytes) != file.crc {
+            // What was decoded is still scanned; the archive is not what it says it is.
+            opened.damaged(&member_path, "ARJ member fails its CRC check");
+        }
+        if opened.record(end, path, &member_path) {
+            opened.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
+        }
+        if opened.halt.is_some() {
+            break;
         }
     }
     opened

@@ -1,10 +1,18 @@
 //! One pass over a message: MIME parts, attached messages and containers, all under [`Limits`].
 
+pub(crate) mod arj;
 pub(crate) mod binhex;
+pub(crate) mod chm;
 mod containers;
 pub(crate) mod cpio;
+mod datauri;
+mod installer;
+mod ole;
 mod pdf;
+mod rtf;
+pub(crate) mod sis;
 pub(crate) mod szdd;
+pub(crate) mod tnef;
 mod uu;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -193,6 +201,16 @@ fn message_parser() -> MessageParser {
         .default_header_text()
 }
 
+/// Why a file format parser gave up on its input: a fixed description for the finding.
+#[derive(Debug, PartialEq, Eq)]
+struct Malformed(&'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 /// Everything about a part except what is detected from its bytes.
 struct PartSpec {
     path: PartPath,
@@ -292,10 +310,10 @@ impl Walker<'_> {
                 PartType::Message(nested) => Some(nested),
                 _ => parsed_here.as_ref(),
             };
-            if let Some(nested) = nested {
-                if !self.too_deep(depth, &path) {
-                    self.walk_message(nested, &path, depth + 1, Some(&carrier), false);
-                }
+            if let Some(nested) = nested
+                && !self.too_deep(depth, &path)
+            {
+                self.walk_message(nested, &path, depth + 1, Some(&carrier), false);
             }
             if let Some(parsed) = parsed_here {
                 drop_flat(parsed);
@@ -361,7 +379,9 @@ impl Walker<'_> {
             return true;
         }
         // uuencoded files (x-uuencode parts, or inline in a text body) are members of the part.
-        if matches!(true_type, FileType::Text) && bytes.windows(6).any(|w| w == b"begin ") {
+        let uuencoded =
+            matches!(true_type, FileType::Text) && bytes.windows(6).any(|w| w == b"begin ");
+        if uuencoded {
             if self.too_deep(depth, &path) {
                 return true;
             }
@@ -384,11 +404,10 @@ impl Walker<'_> {
                     true,
                 );
             }
-            return true;
         }
         // A message that is not declared as one (an archive member, an octet-stream attachment, a
         // saved .eml): recognised by its header fields and walked like an attached message.
-        if matches!(true_type, FileType::Text) && looks_like_mail(&bytes) {
+        if !uuencoded && matches!(true_type, FileType::Text) && looks_like_mail(&bytes) {
             if self.too_deep(depth, &path) {
                 return true;
             }
@@ -409,44 +428,65 @@ impl Walker<'_> {
             }
             return true;
         }
+        // Files in base64 data: URIs (HTML links and images, or text) are members of the part.
+        if matches!(true_type, FileType::Text | FileType::Html) && datauri::may_contain(&bytes) {
+            if self.too_deep(depth, &path) {
+                return true;
+            }
+            let opened = containers::open_data_uris(&bytes, &path, &mut self.budget);
+            self.add_members(opened, &path, &carrier, depth);
+            return true;
+        }
         if true_type.is_unopened_container() {
             self.finding(Finding::NotOpened {
                 path,
                 format: true_type,
             });
-        } else if true_type.is_opened_container() {
+        } else if true_type.is_opened_container() && containers::worth_opening(true_type, &bytes) {
             if self.too_deep(depth, &path) {
                 return true;
             }
             let opened =
                 containers::open(true_type, &bytes, &path, name.as_deref(), &mut self.budget);
-            for finding in opened.findings {
-                self.finding(finding);
-            }
-            for member in opened.members {
-                if self.halted {
-                    break;
-                }
-                let file_name = member_file_name(&member.name);
-                self.add_part_inner(
-                    PartSpec {
-                        path: path.child(&member.name),
-                        carrier: carrier.clone(),
-                        file_name,
-                        declared_type: None,
-                        bytes: member.bytes,
-                        depth: depth + 1,
-                        role: PartRole::Member,
-                        text: None,
-                    },
-                    true,
-                );
-            }
-            if let Some((limit, at)) = opened.halt {
-                self.halt(limit, at);
-            }
+            self.add_members(opened, &path, &carrier, depth);
         }
         true
+    }
+
+    /// Adds what opening the container at `path` (at `depth`) produced: its findings, then its
+    /// members one level deeper, each opened in turn.
+    fn add_members(
+        &mut self,
+        opened: containers::Opened,
+        path: &PartPath,
+        carrier: &PartPath,
+        depth: u32,
+    ) {
+        for finding in opened.findings {
+            self.finding(finding);
+        }
+        for member in opened.members {
+            if self.halted {
+                break;
+            }
+            let file_name = member_file_name(&member.name);
+            self.add_part_inner(
+                PartSpec {
+                    path: path.child(&member.name),
+                    carrier: carrier.clone(),
+                    file_name,
+                    declared_type: None,
+                    bytes: member.bytes,
+                    depth: depth + 1,
+                    role: PartRole::Member,
+                    text: None,
+                },
+                true,
+            );
+        }
+        if let Some((limit, at)) = opened.halt {
+            self.halt(limit, at);
+        }
     }
 
     fn finding(&mut self, finding: Finding) {

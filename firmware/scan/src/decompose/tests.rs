@@ -318,7 +318,7 @@ fn lying_declared_size_is_caught_while_streaming() {
 #[test]
 fn deep_archive_nesting_is_stopped_at_max_depth() {
     let mut current = zip_of(&[("core.txt", b"deep")]);
-    for i in 0..15 {
+    for i in 0..22 {
         let name = format!("n{i}.zip");
         current = zip_of(&[(name.as_str(), &current)]);
     }
@@ -328,11 +328,38 @@ fn deep_archive_nesting_is_stopped_at_max_depth() {
     );
     let hits = limit_hits(&d);
     assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].0, &LimitHit::Depth { limit: 10 });
-    assert!(d.parts.iter().all(|p| p.depth <= 10));
+    assert_eq!(hits[0].0, &LimitHit::Depth { limit: 17 });
+    assert!(d.parts.iter().all(|p| p.depth <= 17));
     assert!(d.findings[0].to_string().starts_with(
-        "nesting depth exceeds limit 10 in message/attachment[1] \"nest.zip\"/n14.zip/"
+        "nesting depth exceeds limit 17 in message/attachment[1] \"nest.zip\"/n21.zip/"
     ));
+    assert!(d.is_unscannable(), "a depth limit is never a clean result");
+}
+
+#[test]
+fn clamav_nested_cache_test_file_is_reached_at_the_default_depth() {
+    let dir = std::path::Path::new("/usr/share/clamav-testfiles");
+    let (Ok(clam), Ok(file)) = (
+        std::fs::read(dir.join("clam.exe")),
+        std::fs::read(dir.join("clam_cache_emax.tgz")),
+    ) else {
+        eprintln!(
+            "skipped: {} not installed (apt-get install clamav-testfiles)",
+            dir.display()
+        );
+        return;
+    };
+    // Nine .tgz inside each other (18 containers), as a file given to `portcullis scan`: the
+    // default depth reaches the copy of clam.exe that ClamAV's default (17) reaches.
+    let raw = [b"\r\n".as_slice(), &file].concat();
+    let d = decompose(&raw, &Limits::default());
+    assert!(d.parts.iter().any(|p| p.bytes == clam), "{:?}", paths(&d));
+    // What lies deeper is reported as a limit, never passed over in silence.
+    assert!(matches!(
+        limit_hits(&d)[..],
+        [(LimitHit::Depth { limit: 17 }, _)]
+    ));
+    assert!(d.is_unscannable());
 }
 
 #[test]
@@ -1039,5 +1066,313 @@ fn clamav_test_files_in_the_newer_formats_yield_clam_exe() {
             "{name}: {:?}",
             paths(&d)
         );
+    }
+}
+
+#[test]
+fn clamav_test_files_in_document_mail_and_installer_formats_yield_clam_exe() {
+    let dir = std::path::Path::new("/usr/share/clamav-testfiles");
+    let Ok(clam) = std::fs::read(dir.join("clam.exe")) else {
+        eprintln!(
+            "skipped: {} not installed (apt-get install clamav-testfiles)",
+            dir.display()
+        );
+        return;
+    };
+    for (name, member) in [
+        ("clam.exe.mbox.uu", "uuencoded \"clam.exe\""),
+        ("clam.exe.html", "data-uri[1]"),
+        ("clam.exe.rtf", "object[1]/clam.exe"),
+        ("clam.ole.doc", "[1]Ole10Native/clam.exe"),
+        ("clam.ppt", "[1]Ole10Native/clam.exe"),
+        ("clam.tnef", "clam.exe"),
+        ("clam_IScab_ext.exe", "Disk1/clam.exe"),
+        ("clam_IScab_int.exe", "Disk1/data1.hdr/clam.exe"),
+        ("clam_ISmsi_ext.exe", "clam.exe409.bmp"),
+        ("clam_ISmsi_int.exe", "Data1.cab/clam.exe"),
+        ("clam-nsis.exe", "NSIS file[1]"),
+        ("clam.arj", "clam.exe"),
+        ("clam.chm", "clam.exe.txt"),
+        ("clam.sis", "!:/clam.exe"),
+        ("clam.impl.zip", "CLAM.EXE"),
+    ] {
+        let file = std::fs::read(dir.join(name)).expect(name);
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &file),
+            &Limits::default(),
+        );
+        assert!(d.findings.is_empty(), "{name}: {:?}", d.findings);
+        let found = d
+            .parts
+            .iter()
+            .find(|p| p.role == PartRole::Member && p.bytes == clam);
+        assert!(
+            found.is_some_and(|p| p.path.as_str().ends_with(member)),
+            "{name}: {:?}",
+            paths(&d)
+        );
+    }
+}
+
+/// An OLE2 compound file (a Word document's layout) with `data` packaged in an
+/// `ObjectPool/_1/\x01Ole10Native` stream as `name`, and a `WordDocument` stream.
+fn ole2_with_package(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut compound = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
+    compound
+        .create_stream("/WordDocument")
+        .unwrap()
+        .write_all(b"document text")
+        .unwrap();
+    compound.create_storage_all("/ObjectPool/_1").unwrap();
+    let native = super::ole::tests::package_of(name, data);
+    let mut stream = compound
+        .create_stream("/ObjectPool/_1/\u{1}Ole10Native")
+        .unwrap();
+    stream
+        .write_all(&(native.len() as u32).to_le_bytes())
+        .unwrap();
+    stream.write_all(&native).unwrap();
+    drop(stream);
+    compound.flush().unwrap();
+    compound.into_inner().into_inner()
+}
+
+/// One sample of each document, mail and installer format, holding `payload`, with the end of
+/// the path of the member that must come out.
+fn samples_of_the_document_and_installer_formats(
+    payload: &[u8],
+) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    use super::installer::tests::{nsis_of, pe_with_overlay, setup_of, stored_files_of};
+    let package = super::ole::tests::package_of("run.exe", payload);
+    let html = format!(
+        "<html><body><a href=\"data:application/octet-stream;base64,{}\">run</a></body></html>",
+        base64(payload).replace("\r\n", "")
+    );
+    vec![
+        (
+            "a.rtf",
+            super::rtf::tests::rtf_with_object(&super::ole::tests::ole1_of("Package", &package)),
+            "/object[1]/run.exe",
+        ),
+        (
+            "a.doc",
+            ole2_with_package("run.exe", payload),
+            "/ObjectPool/_1/[1]Ole10Native/run.exe",
+        ),
+        (
+            "winmail.dat",
+            super::tnef::tests::tnef_of(&[("run.exe", payload)]),
+            "/run.exe",
+        ),
+        (
+            "a.arj",
+            super::arj::tests::arj_of(&[("run.exe", payload)]),
+            "/run.exe",
+        ),
+        (
+            "a.sis",
+            super::sis::tests::sis_of("!:\\run.exe", payload),
+            "/!:/run.exe",
+        ),
+        (
+            "a.chm",
+            super::chm::tests::chm_of(&[("/run.exe", payload)]),
+            "/run.exe",
+        ),
+        ("page.html", html.into_bytes(), "/data-uri[1]"),
+        (
+            "setup.exe",
+            pe_with_overlay(
+                &[0xcc; 0x200],
+                &stored_files_of(&[("Disk1\\run.exe", payload)]),
+            ),
+            "/Disk1/run.exe",
+        ),
+        (
+            "nsis.exe",
+            pe_with_overlay(&[0xcc; 0x200], &nsis_of(b"script", &[payload], false)),
+            "\"nsis.exe\"/NSIS file[1]",
+        ),
+        (
+            "solid.exe",
+            pe_with_overlay(&[0xcc; 0x200], &nsis_of(b"script", &[payload], true)),
+            "\"solid.exe\"/NSIS file[1]",
+        ),
+        (
+            "msisetup.exe",
+            pe_with_overlay(&[0xcc; 0x200], &setup_of(&[("run.exe", payload)])),
+            "\"msisetup.exe\"/run.exe",
+        ),
+    ]
+}
+
+#[test]
+fn document_mail_and_installer_formats_yield_their_embedded_files() {
+    let payload = b"MZ\x90\x00 a small executable \x00\x00\x00\x00\x00\x00";
+    for (name, sample, member) in samples_of_the_document_and_installer_formats(payload) {
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &sample),
+            &Limits::default(),
+        );
+        assert!(d.findings.is_empty(), "{name}: {:?}", d.findings);
+        let found = d
+            .parts
+            .iter()
+            .find(|p| p.role == PartRole::Member && p.bytes == payload[..]);
+        let Some(found) = found else {
+            panic!("{name}: no member holds the payload: {:?}", paths(&d));
+        };
+        assert!(
+            found.path.as_str().ends_with(member),
+            "{name}: {}",
+            found.path
+        );
+        assert_eq!(found.true_type, FileType::WindowsExecutable, "{name}");
+    }
+}
+
+#[test]
+fn truncated_document_mail_and_installer_samples_never_panic() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for (name, sample, _) in samples_of_the_document_and_installer_formats(&payload) {
+        for cut in (0..sample.len()).step_by(7) {
+            let d = decompose(
+                &message_with_attachment(name, "application/octet-stream", &sample[..cut]),
+                &Limits::default(),
+            );
+            for part in &d.parts {
+                assert!(
+                    part.size() <= payload.len().max(sample.len()) as u64,
+                    "{name} cut at {cut}: {} is {} bytes",
+                    part.path,
+                    part.size()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_document_and_installer_formats_respect_the_file_byte_and_ratio_limits() {
+    // max_files: a TNEF and an ARJ of many tiny attachments.
+    let many: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("f{i}"), vec![b'x'])).collect();
+    let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+    let limits = Limits {
+        max_files: 20,
+        ..Limits::default()
+    };
+    for (name, sample) in [
+        ("many.dat", super::tnef::tests::tnef_of(&many)),
+        ("many.arj", super::arj::tests::arj_of(&many)),
+    ] {
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &sample),
+            &limits,
+        );
+        assert!(d.parts.len() <= 20, "{name}");
+        assert!(
+            matches!(limit_hits(&d)[..], [(LimitHit::Files { limit: 20 }, _)]),
+            "{name}: {:?}",
+            d.findings
+        );
+    }
+
+    // max_total_bytes: stored members of TNEF, an OLE2 stream and an installer overlay.
+    let limits = Limits {
+        max_total_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let big = vec![b'A'; 200 * 1024];
+    for (name, sample) in [
+        ("big.dat", super::tnef::tests::tnef_of(&[("big", &big)])),
+        ("big.doc", ole2_with_package("big", &big)),
+        (
+            "big.exe",
+            super::installer::tests::pe_with_overlay(
+                &[0xcc; 0x200],
+                &super::installer::tests::stored_files_of(&[("Disk1\\big", &big)]),
+            ),
+        ),
+    ] {
+        let d = decompose(
+            &message_with_attachment(name, "application/octet-stream", &sample),
+            &limits,
+        );
+        assert!(
+            matches!(limit_hits(&d)[..], [(LimitHit::TotalBytes { .. }, _)]),
+            "{name}: {:?}",
+            d.findings
+        );
+        assert!(
+            d.parts
+                .iter()
+                .all(|p| p.role != PartRole::Member || p.size() < 64 * 1024),
+            "{name}"
+        );
+    }
+
+    // max_compression_ratio: zlib-compressed zeros in an InstallShield setup.
+    let zeros = vec![0u8; 8 * 1024 * 1024];
+    let sample = super::installer::tests::pe_with_overlay(
+        &[0xcc; 0x200],
+        &super::installer::tests::setup_of(&[("zeros", &zeros)]),
+    );
+    let d = decompose(
+        &message_with_attachment("z.exe", "application/octet-stream", &sample),
+        &Limits::default(),
+    );
+    let hits = limit_hits(&d);
+    assert!(
+        matches!(hits[..], [(LimitHit::CompressionRatio { .. }, _)]),
+        "{:?}",
+        d.findings
+    );
+    assert_eq!(hits[0].1, "message/attachment[1] \"z.exe\"/zeros");
+}
+
+#[test]
+fn a_plain_executable_at_the_depth_limit_is_no_unopened_container() {
+    // An executable without installer data or embedded archives is a leaf: reaching it at the
+    // depth limit must not make the message unscannable.
+    let exe = super::installer::tests::pe_with_overlay(&[0xcc; 0x200], b"");
+    let mut current = zip_of(&[("tool.exe", &exe)]);
+    let limits = Limits {
+        max_depth: 2,
+        ..Limits::default()
+    };
+    current = zip_of(&[("inner.zip", &current)]);
+    let d = decompose(
+        &message_with_attachment("outer.zip", "application/zip", &current),
+        &limits,
+    );
+    assert!(d.parts.iter().any(|p| p.bytes == exe));
+    assert!(d.findings.is_empty(), "{:?}", d.findings);
+}
+
+#[test]
+fn random_bytes_behind_document_and_installer_signatures_never_panic() {
+    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    let prefixes: [&[u8]; 8] = [
+        b"{\\rtf1{\\object{\\*\\objdata 0105000002000000",
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        super::tnef::MAGIC,
+        b"\x60\xea\x20\x00",
+        b"ITSF\x03\x00\x00\x00",
+        b"\x00\x00\x00\x01\x12\x3a\x00\x10\x19\x04\x00\x10",
+        b"<a href=\"data:;base64,",
+        b"MZ",
+    ];
+    for round in 0..2000 {
+        let prefix = prefixes[round % prefixes.len()];
+        let len = (rng.next() % 4096) as usize;
+        let mut data = prefix.to_vec();
+        data.extend((0..len).map(|_| rng.next() as u8));
+        let started = Instant::now();
+        let d = decompose(
+            &message_with_attachment("x.bin", "application/octet-stream", &data),
+            &Limits::default(),
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(d.parts.iter().all(|p| p.size() <= 64 * 1024 * 1024));
     }
 }

@@ -30,8 +30,10 @@ pub(super) fn find(data: &[u8], max_files: usize) -> Vec<UuFile> {
             }
             let n = ((line[0].wrapping_sub(b' ')) & 63) as usize;
             if n == 0 {
-                // The "`" (or space) line of length zero that precedes "end".
-                continue;
+                // The "`" (or space) line of length zero ends the data; what follows it is the
+                // `end` line, which a truncated file may have lost part of ("e"), and must not be
+                // decoded as data or the file's bytes (and hash) change.
+                break;
             }
             decode_line(&line[1..], n, &mut bytes);
             decoded_lines += 1;
@@ -112,6 +114,15 @@ mod tests {
         let files = find(text.as_bytes(), 10);
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].name, "tool.exe");
+        assert_eq!(files[0].bytes, data);
+    }
+
+    #[test]
+    fn a_truncated_end_line_after_the_zero_length_line_adds_no_bytes() {
+        let data = b"MZ and some more bytes of a small program".to_vec();
+        let text = encode("clam.exe", &data).replace("`\nend\n", "`\ne");
+        let files = find(text.as_bytes(), 10);
+        assert_eq!(files.len(), 1);
         assert_eq!(files[0].bytes, data);
     }
 
