@@ -509,6 +509,39 @@ fn with_action_strip_the_clean_parts_arrive_and_the_infected_attachment_becomes_
 }
 
 #[test]
+fn the_note_in_place_of_a_stripped_attachment_is_the_configured_one() {
+    let samples = Samples::new();
+    let sink = Sink::start();
+    let gateway = Daemon::start(
+        GatewayConfig::new()
+            .relay_to(&sink)
+            .set("antivirus.action", "strip")
+            .set(
+                "scan.removal_note",
+                "ATTACHMENT %FILENAME% WITHHELD %REASONS%",
+            ),
+    );
+    let subject = "custom note";
+    let message = samples.message(subject, &[samples.clean_attachment(), samples.eicar_zip()]);
+    let reply = send(&gateway, &message);
+    assert_eq!(reply.code, 250, "{reply}");
+    let delivered = sink.wait_for_message(subject, WAIT, |m| {
+        m.header("Subject").as_deref() == Some(subject)
+    });
+    let text = delivered.text();
+    assert!(
+        text.contains("ATTACHMENT invoice.zip WITHHELD - ")
+            && text.contains("Eicar-Test-Signature"),
+        "the configured note is missing:\n{text}"
+    );
+    assert!(
+        !text.contains("Portcullis removed the attachment"),
+        "{text}"
+    );
+    assert!(!carries_eicar(&text), "EICAR was delivered:\n{text}");
+}
+
+#[test]
 fn with_action_quarantine_the_message_is_listed_and_release_delivers_it() {
     let samples = Samples::new();
     let sink = Sink::start();
