@@ -427,3 +427,93 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
         "mail still refused after the disk was freed"
     );
 }
+
+#[test]
+fn a_queue_disk_that_fills_up_gets_452_loses_nothing_and_recovers_once_mail_drains() {
+    // No floor: the queue itself runs into ENOSPC on an 8 MiB tmpfs.
+    let sink = Sink::start();
+    let gateway = Daemon::start_with_launch(
+        config(&sink)
+            .set("alerts.disk_floor_percent", 0.0)
+            .set("alerts.low_disk_percent", 0.0)
+            .set("smtp.max_message_size", 4 * 1024 * 1024),
+        &[],
+        Launch {
+            queue_tmpfs_mib: Some(8),
+            ..Launch::default()
+        },
+    );
+    gateway.ctl(&["pause-delivery"]).success();
+
+    // About 600 KiB each: small enough to be kept in memory and appended to the message log.
+    let line = "y".repeat(998);
+    let body: String = std::iter::repeat_n(line.as_str(), 600)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for n in 0..40 {
+        let subject = format!("full {n}");
+        let message = simple_message("alice@origin.test", "bob@remote.test", &subject, &body);
+        let mut client = SmtpClient::greeted(gateway.smtp_port());
+        let reply = client
+            .send_message("alice@origin.test", &["bob@remote.test"], &message)
+            .expect("SMTP exchange");
+        client.quit();
+        if reply.code == 250 {
+            acknowledged.push(subject);
+        } else {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("the queue never filled up");
+    assert_eq!(refused.code, 452, "refusal: {refused:?}");
+    assert_eq!(refused.enhanced(), Some("4.3.1"), "refusal: {refused:?}");
+    assert!(
+        acknowledged.len() >= 3,
+        "only {} messages fit",
+        acknowledged.len()
+    );
+
+    // Delivery frees the disk even though it is full: everything acknowledged arrives.
+    gateway.ctl(&["resume-delivery"]).success();
+    let missing = |delivered: &[SinkMessage]| -> Vec<String> {
+        acknowledged
+            .iter()
+            .filter(|s| {
+                !delivered
+                    .iter()
+                    .any(|m| m.header("Subject").as_deref() == Some(s.as_str()))
+            })
+            .cloned()
+            .collect()
+    };
+    let all_there = poll_for(Duration::from_secs(60), || {
+        missing(&sink.messages()).is_empty().then_some(())
+    });
+    assert!(
+        all_there.is_some(),
+        "acknowledged messages never arrived: {:?}",
+        missing(&sink.messages())
+    );
+    gateway.wait_queue_empty(Duration::from_secs(30));
+    let accepted_again = poll_for(WAIT, || {
+        let run = Swaks::new(gateway.smtp_port()).to("bob@remote.test").run();
+        (run.data_reply().map(|r| r.code) == Some(250)).then_some(())
+    });
+    assert!(
+        accepted_again.is_some(),
+        "mail still refused after the queue drained"
+    );
+    let log = gateway.log();
+    assert!(
+        log.contains("queue disk is full"),
+        "the refusal was not for a full queue disk:\n{log}"
+    );
+    eprintln!(
+        "disk full: {} acknowledged before the 452; log records not written while full: {}",
+        acknowledged.len(),
+        log.matches("log record not written").count()
+    );
+}

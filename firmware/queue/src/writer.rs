@@ -451,15 +451,24 @@ impl Round {
         }
         if let Some((kind, message, path)) = &log_failure {
             for p in &mut round {
-                if matches!(
-                    p.via,
-                    Via::LogCommit { .. } | Via::LogDone | Via::LogAttempt | Via::LogLazy
-                ) {
-                    p.result = Err(QueueError::io(
-                        "write the message log",
-                        path,
-                        io::Error::new(*kind, message.clone()),
-                    ));
+                match p.via {
+                    // Not acknowledged: the client is told to retry (452 on a full disk).
+                    Via::LogCommit { .. } => {
+                        p.result = Err(QueueError::io(
+                            "write the message log",
+                            path,
+                            io::Error::new(*kind, message.clone()),
+                        ));
+                    }
+                    // Done, attempt and scanned records only spare or count duplicates after a
+                    // crash; no mail depends on them. Failing them on a full disk would stop
+                    // delivery, and with it the only thing that frees the disk, so the queue
+                    // goes on without them: the message may be delivered again after a
+                    // restart, and its attempt then goes uncounted.
+                    Via::LogDone | Via::LogAttempt | Via::LogLazy => {
+                        tracing::warn!(queue_id = %job_id(&p.request.job), segment = %path.display(), error = %message, "log record not written; going on without it (the message may be delivered again after a restart)");
+                    }
+                    _ => {}
                 }
             }
         }
