@@ -853,6 +853,34 @@ impl Opened {
         }
         self.halt.is_none()
     }
+
+    /// Adds a member decoded from `reader` (`compressed` bytes of input), under the ratio and
+    /// total-size limits. Returns false when a message-wide limit stops the container.
+    fn keep_decoded(
+        &mut self,
+        budget: &mut Budget<'_>,
+        container: &PartPath,
+        name: String,
+        reader: &mut dyn Read,
+        compressed: u64,
+    ) -> bool {
+        let member_path = container.child(&name);
+        let (bytes, end) = read_bounded(
+            reader,
+            Some(RatioBase {
+                compressed,
+                already: 0,
+            }),
+            budget,
+        );
+        if self.record(end, container, &member_path) {
+            self.members.push(Member {
+                name,
+                bytes: bytes.into(),
+            });
+        }
+        self.halt.is_none()
+    }
 }
 
 /// Opens an ARJ archive: stored and method 1–3 members, each checked against its CRC-32.

@@ -88,23 +88,8 @@ fn open_installshield_setup(
             return;
         }
         let name = member_name(&file.name);
-        let member_path = path.child(&name);
         let mut reader = flate2::read::ZlibDecoder::new(file.deobfuscated());
-        let (bytes, end) = read_bounded(
-            &mut reader,
-            Some(RatioBase {
-                compressed: file.stored.len() as u64,
-                already: 0,
-            }),
-            budget,
-        );
-        if opened.record(end, path, &member_path) {
-            opened.members.push(Member {
-                name,
-                bytes: bytes.into(),
-            });
-        }
-        if opened.halt.is_some() {
+        if !opened.keep_decoded(budget, path, name, &mut reader, file.stored.len() as u64) {
             return;
         }
     }
@@ -372,23 +357,8 @@ pub(super) fn open_sis(data: &[u8], path: &PartPath, budget: &mut Budget<'_>) ->
             }
             continue;
         }
-        let member_path = path.child(&name);
         let mut reader = flate2::read::ZlibDecoder::new(file.data);
-        let (bytes, end) = read_bounded(
-            &mut reader,
-            Some(RatioBase {
-                compressed: file.data.len() as u64,
-                already: 0,
-            }),
-            budget,
-        );
-        if opened.record(end, path, &member_path) {
-            opened.members.push(Member {
-                name,
-                bytes: bytes.into(),
-            });
-        }
-        if opened.halt.is_some() {
+        if !opened.keep_decoded(budget, path, name, &mut reader, file.data.len() as u64) {
             break;
         }
     }
