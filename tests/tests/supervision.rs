@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use portcullis_e2e::smtp::simple_message;
+use portcullis_e2e::smtp::{Reply, simple_message};
 use portcullis_e2e::wait::poll_for;
 use portcullis_e2e::{Daemon, GatewayConfig, Launch, Sink, SinkMessage, SmtpClient, Swaks};
 use serde_json::Value;
@@ -355,29 +355,9 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
     );
     gateway.ctl(&["pause-delivery"]).success();
 
-    let line = "x".repeat(998);
-    let body: String = std::iter::repeat_n(line.as_str(), 1000)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut acknowledged = Vec::new();
-    let mut refused = None;
-    for n in 0..40 {
-        let subject = format!("filler {n}");
-        let message = simple_message("alice@origin.test", "bob@remote.test", &subject, &body);
-        let mut client = SmtpClient::greeted(gateway.smtp_port());
-        let reply = client
-            .send_message("alice@origin.test", &["bob@remote.test"], &message)
-            .expect("SMTP exchange");
-        client.quit();
-        if reply.code == 250 {
-            acknowledged.push(subject);
-        } else {
-            refused = Some(reply);
-            break;
-        }
-        // Let housekeeping (every second) see the space go.
-        std::thread::sleep(Duration::from_millis(400));
-    }
+    // Between messages, let housekeeping (every second) see the space go.
+    let (acknowledged, refused) =
+        fill_until_refused(&gateway, "filler", 1000, Duration::from_millis(400));
     let refused = refused.expect("the gateway never refused mail although its disk filled up");
     assert_eq!(refused.code, 452, "refusal: {refused:?}");
     assert_eq!(refused.enhanced(), Some("4.3.1"), "refusal: {refused:?}");
@@ -394,7 +374,46 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
         alerts.stdout
     );
 
-    // Nothing acknowledged is lost: all of it reaches the next hop once delivery resumes.
+    resume_and_expect_all_delivered_then_accepted_again(&gateway, &sink, &acknowledged);
+}
+
+/// Sends messages of `lines` 1,000-byte lines (subjects `PREFIX N`), `pause` apart, until one is
+/// refused; returns the subjects acknowledged and the refusal.
+fn fill_until_refused(
+    gateway: &Daemon,
+    prefix: &str,
+    lines: usize,
+    pause: Duration,
+) -> (Vec<String>, Option<Reply>) {
+    let line = "x".repeat(998);
+    let body: String = std::iter::repeat_n(line.as_str(), lines)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut acknowledged = Vec::new();
+    for n in 0..40 {
+        let subject = format!("{prefix} {n}");
+        let message = simple_message("alice@origin.test", "bob@remote.test", &subject, &body);
+        let mut client = SmtpClient::greeted(gateway.smtp_port());
+        let reply = client
+            .send_message("alice@origin.test", &["bob@remote.test"], &message)
+            .expect("SMTP exchange");
+        client.quit();
+        if reply.code != 250 {
+            return (acknowledged, Some(reply));
+        }
+        acknowledged.push(subject);
+        std::thread::sleep(pause);
+    }
+    (acknowledged, None)
+}
+
+/// Nothing acknowledged is lost: after `resume-delivery` every subject in `acknowledged` reaches
+/// the sink, and once the queue has drained (room again) new mail is accepted.
+fn resume_and_expect_all_delivered_then_accepted_again(
+    gateway: &Daemon,
+    sink: &Sink,
+    acknowledged: &[String],
+) {
     gateway.ctl(&["resume-delivery"]).success();
     // (Alert mail arrives at the same sink, so wait for the subjects, not a count.)
     let missing = |delivered: &[SinkMessage]| -> Vec<String> {
@@ -416,7 +435,6 @@ fn below_the_disk_floor_new_mail_gets_452_and_no_acknowledged_message_is_lost() 
         "acknowledged messages never arrived: {:?}",
         missing(&sink.messages())
     );
-    // With the queue drained there is room again: mail is accepted.
     gateway.wait_queue_empty(Duration::from_secs(30));
     let accepted_again = poll_for(WAIT, || {
         let run = Swaks::new(gateway.smtp_port()).to("bob@remote.test").run();
@@ -446,27 +464,7 @@ fn a_queue_disk_that_fills_up_gets_452_loses_nothing_and_recovers_once_mail_drai
     gateway.ctl(&["pause-delivery"]).success();
 
     // About 600 KiB each: small enough to be kept in memory and appended to the message log.
-    let line = "y".repeat(998);
-    let body: String = std::iter::repeat_n(line.as_str(), 600)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut acknowledged = Vec::new();
-    let mut refused = None;
-    for n in 0..40 {
-        let subject = format!("full {n}");
-        let message = simple_message("alice@origin.test", "bob@remote.test", &subject, &body);
-        let mut client = SmtpClient::greeted(gateway.smtp_port());
-        let reply = client
-            .send_message("alice@origin.test", &["bob@remote.test"], &message)
-            .expect("SMTP exchange");
-        client.quit();
-        if reply.code == 250 {
-            acknowledged.push(subject);
-        } else {
-            refused = Some(reply);
-            break;
-        }
-    }
+    let (acknowledged, refused) = fill_until_refused(&gateway, "full", 600, Duration::ZERO);
     let refused = refused.expect("the queue never filled up");
     assert_eq!(refused.code, 452, "refusal: {refused:?}");
     assert_eq!(refused.enhanced(), Some("4.3.1"), "refusal: {refused:?}");
@@ -477,35 +475,7 @@ fn a_queue_disk_that_fills_up_gets_452_loses_nothing_and_recovers_once_mail_drai
     );
 
     // Delivery frees the disk even though it is full: everything acknowledged arrives.
-    gateway.ctl(&["resume-delivery"]).success();
-    let missing = |delivered: &[SinkMessage]| -> Vec<String> {
-        acknowledged
-            .iter()
-            .filter(|s| {
-                !delivered
-                    .iter()
-                    .any(|m| m.header("Subject").as_deref() == Some(s.as_str()))
-            })
-            .cloned()
-            .collect()
-    };
-    let all_there = poll_for(Duration::from_secs(60), || {
-        missing(&sink.messages()).is_empty().then_some(())
-    });
-    assert!(
-        all_there.is_some(),
-        "acknowledged messages never arrived: {:?}",
-        missing(&sink.messages())
-    );
-    gateway.wait_queue_empty(Duration::from_secs(30));
-    let accepted_again = poll_for(WAIT, || {
-        let run = Swaks::new(gateway.smtp_port()).to("bob@remote.test").run();
-        (run.data_reply().map(|r| r.code) == Some(250)).then_some(())
-    });
-    assert!(
-        accepted_again.is_some(),
-        "mail still refused after the queue drained"
-    );
+    resume_and_expect_all_delivered_then_accepted_again(&gateway, &sink, &acknowledged);
     let log = gateway.log();
     assert!(
         log.contains("queue disk is full"),
