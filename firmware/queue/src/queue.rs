@@ -784,18 +784,21 @@ impl Queue {
     }
 
     fn entries(&self) -> impl Iterator<Item = QueueEntry> + '_ {
-        // Keys are queue ids, which sort by arrival: sled's key order is oldest first.
-        let mut logged: Vec<QueueEntry> = self.logged().values().cloned().collect();
-        logged.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-        let stored: Vec<QueueEntry> = self
+        // One snapshot of the logged entries; sled's are the rest (an entry found in both is
+        // a logged message whose move out of the log is under way: the logged one is current).
+        let logged: HashMap<QueueId, QueueEntry> = self.logged().clone();
+        let mut all: Vec<QueueEntry> = self
             .inner
             .entries
             .iter()
             .filter_map(|item| item.ok())
             .filter_map(|(key, value)| decode(&key, &value))
-            .filter(|e| !self.logged().contains_key(&e.id))
+            .filter(|e| !logged.contains_key(&e.id))
             .collect();
-        merge_by_id(stored, logged)
+        all.extend(logged.into_values());
+        // Queue ids sort by arrival: oldest first.
+        all.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        all.into_iter()
     }
 
     /// Stores an entry where it lives: in memory for a message in the message log, else in sled
@@ -957,14 +960,6 @@ fn lock_logged(
     logged: &std::sync::Mutex<HashMap<QueueId, QueueEntry>>,
 ) -> std::sync::MutexGuard<'_, HashMap<QueueId, QueueEntry>> {
     logged.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Two lists of entries, each sorted by id, as one sorted list.
-fn merge_by_id(a: Vec<QueueEntry>, b: Vec<QueueEntry>) -> std::vec::IntoIter<QueueEntry> {
-    let mut all = a;
-    all.extend(b);
-    all.sort_by(|x, y| x.id.as_str().cmp(y.id.as_str()));
-    all.into_iter()
 }
 
 /// Decodes a stored entry; a bad one is logged and skipped (start-up rebuilds it from the file).
