@@ -10,6 +10,7 @@
 pub mod config;
 pub mod filter;
 
+mod batch;
 mod files;
 mod syslog;
 
@@ -81,6 +82,9 @@ pub enum LoggingError {
     /// The TLS library refused the client settings.
     #[error("TLS setup for remote syslog failed: {0}")]
     Tls(String),
+    /// The thread that writes log lines could not be started.
+    #[error("cannot start the log writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// Another logger was installed earlier in this process.
     #[error("logging was already set up in this process")]
     AlreadyInitialized,
@@ -99,17 +103,13 @@ pub fn init(config: &LogConfig, hostname: &str) -> Result<LogHandle, LoggingErro
         .ok()
         .filter(|value| !value.trim().is_empty());
     let ansi = std::io::stderr().is_terminal();
-    // Lines go to standard error from a thread of their own, in batches (one write for all the
-    // lines that arrived meanwhile) instead of one write per line on the thread that logs: at a
-    // few thousand messages a second those writes were a noticeable part of the CPU. Not lossy:
-    // a logging thread that falls behind slows the loggers rather than dropping lines.
-    let (stderr, stderr_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-stderr")
-        .finish(std::io::BufWriter::with_capacity(
-            STDERR_BUFFER,
-            std::io::stderr(),
-        ));
+    // Lines go to standard error from a thread of their own, in batches (one write for the lines
+    // of about 10 ms) instead of one write per line on the thread that logs, and without waking
+    // that thread for every line: at a few thousand messages a second both were a noticeable
+    // part of the CPU. Not lossy: a logging thread that falls behind slows the loggers rather
+    // than dropping lines (see batch.rs).
+    let (stderr, stderr_guard) =
+        batch::start("log-stderr", std::io::stderr()).map_err(LoggingError::Thread)?;
     let (subscriber, mut handle) = assemble(config, hostname, env.as_deref(), stderr, ansi)?;
     handle._stderr_guard = Some(stderr_guard);
     tracing::subscriber::set_global_default(subscriber)
@@ -119,9 +119,6 @@ pub fn init(config: &LogConfig, hostname: &str) -> Result<LogHandle, LoggingErro
     }
     Ok(handle)
 }
-
-/// Bytes of log lines gathered before a write to standard error.
-const STDERR_BUFFER: usize = 64 * 1024;
 
 /// Builds the subscriber without installing it; `stderr` is where the standard error output goes (tests capture
 /// it), `ansi` whether it gets colours.
@@ -203,7 +200,7 @@ pub struct LogHandle {
     files: Option<LogFiles>,
     syslog: Option<syslog::SyslogHandle>,
     /// Flushes standard error's writer when the handle is dropped.
-    _stderr_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _stderr_guard: Option<batch::BatchGuard>,
 }
 
 impl LogHandle {
