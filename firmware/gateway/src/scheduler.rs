@@ -140,10 +140,14 @@ impl Scheduler {
             if free == 0 {
                 continue;
             }
-            let mut due = self.shared.queue.due(Utc::now(), free);
-            // Unscanned messages (scan budget used up, or rebuilt after a crash) go first, and
-            // messages an SMTP session is still scanning are left to it.
-            due.retain(|e| !self.shared.scan.is_claimed(&e.id));
+            // Messages an SMTP session is still scanning are left to it (passed over before
+            // they are read), and unscanned messages (scan budget used up, or rebuilt after a
+            // crash) go first.
+            let scan = &self.shared.scan;
+            let mut due = self
+                .shared
+                .queue
+                .due_except(Utc::now(), free, |id| scan.is_claimed(id));
             due.sort_by_key(|e| e.scanned);
             if due
                 .iter()

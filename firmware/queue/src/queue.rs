@@ -396,8 +396,20 @@ impl Queue {
     /// Up to `limit` messages due for delivery at `now` (incoming or deferred, no attempt running,
     /// `next_attempt <= now`), earliest first.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<QueueEntry> {
+        self.due_except(now, limit, |_| false)
+    }
+
+    /// Like [`Queue::due`], passing over the messages `skip` says (for example those an SMTP
+    /// session is still scanning) before they count towards `limit` or are read. `skip` runs
+    /// under the schedule's lock, so it must not call into the queue.
+    pub fn due_except(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        skip: impl Fn(&QueueId) -> bool,
+    ) -> Vec<QueueEntry> {
         let mut due = Vec::with_capacity(limit);
-        for id in self.inner.schedule.due(now, limit) {
+        for id in self.inner.schedule.due(now, limit, skip) {
             match self.get(&id) {
                 Some(e) if e.kind != QueueKind::Hold && !e.in_flight && e.next_attempt <= now => {
                     due.push(e)

@@ -80,14 +80,22 @@ impl Schedule {
         self.inner.lock().expect("schedule lock").forget(id);
     }
 
-    /// Up to `limit` messages waiting whose next attempt is at or before `now`, earliest first.
-    pub(crate) fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<QueueId> {
+    /// Up to `limit` messages waiting whose next attempt is at or before `now`, earliest first,
+    /// passing over those `skip` says (called under the schedule's lock: it must not touch the
+    /// queue).
+    pub(crate) fn due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        skip: impl Fn(&QueueId) -> bool,
+    ) -> Vec<QueueId> {
         let now = now.timestamp_micros();
         let inner = self.inner.lock().expect("schedule lock");
         inner
             .waiting
             .iter()
             .take_while(|(at, _)| *at <= now)
+            .filter(|(_, id)| !skip(id))
             .take(limit)
             .map(|(_, id)| id.clone())
             .collect()
@@ -132,10 +140,18 @@ mod tests {
             schedule.update(e);
         }
         assert_eq!(
-            schedule.due(Utc::now(), 10),
+            schedule.due(Utc::now(), 10, |_| false),
             vec![due_first.id.clone(), due_second.id.clone()]
         );
-        assert_eq!(schedule.due(Utc::now(), 1), vec![due_first.id.clone()]);
+        assert_eq!(
+            schedule.due(Utc::now(), 1, |_| false),
+            vec![due_first.id.clone()]
+        );
+        // Passed-over messages do not count towards the limit.
+        assert_eq!(
+            schedule.due(Utc::now(), 1, |id| *id == due_first.id),
+            vec![due_second.id.clone()]
+        );
         let counts = schedule.counts();
         assert_eq!((counts.incoming, counts.deferred, counts.hold), (2, 2, 1));
     }
@@ -147,16 +163,16 @@ mod tests {
         schedule.update(&e);
         e.in_flight = true;
         schedule.update(&e);
-        assert!(schedule.due(Utc::now(), 10).is_empty());
+        assert!(schedule.due(Utc::now(), 10, |_| false).is_empty());
         e.in_flight = false;
         e.kind = QueueKind::Deferred;
         e.next_attempt = Utc::now() - chrono::Duration::seconds(1);
         schedule.update(&e);
-        assert_eq!(schedule.due(Utc::now(), 10), vec![e.id.clone()]);
+        assert_eq!(schedule.due(Utc::now(), 10, |_| false), vec![e.id.clone()]);
         assert_eq!(schedule.counts().incoming, 0);
         assert_eq!(schedule.counts().deferred, 1);
         schedule.forget(&e.id);
-        assert!(schedule.due(Utc::now(), 10).is_empty());
+        assert!(schedule.due(Utc::now(), 10, |_| false).is_empty());
         assert_eq!(schedule.counts(), QueueCounts::default());
     }
 }

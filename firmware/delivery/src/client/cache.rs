@@ -147,12 +147,11 @@ impl SessionCache {
         let mut expired = Vec::new();
         {
             let mut parked = self.parked.lock().expect("session cache lock");
+            // Called on every turn of the scheduler: nothing is allocated unless a session expired.
             for list in parked.values_mut() {
-                let (fresh, stale): (Vec<Parked>, Vec<Parked>) = list
-                    .drain(..)
-                    .partition(|p| now.duration_since(p.since) < self.limits.idle_time);
-                expired.extend(stale);
-                *list = fresh;
+                expired.extend(
+                    list.extract_if(.., |p| now.duration_since(p.since) >= self.limits.idle_time),
+                );
             }
             parked.retain(|_, list| !list.is_empty());
         }
