@@ -331,6 +331,8 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(100)).await;
     shutdown.cancel();
     supervisor.stopped().await;
+    // The tracking log writes behind; what it still buffers goes to the state database now.
+    shared.queue.tracking().flush();
     if let Some(w) = watchdog.take() {
         if let Err(e) = w.close() {
             tracing::error!(error = %e, "cannot disarm the hardware watchdog; the box may reboot");

@@ -109,6 +109,14 @@ struct Inner {
     locks: Vec<Mutex<()>>,
 }
 
+impl Drop for Inner {
+    /// The tracking log's writer thread is stopped and joined before the state database closes,
+    /// so a reopen in the same process finds it unlocked.
+    fn drop(&mut self) {
+        self.tracking.close();
+    }
+}
+
 impl Queue {
     /// Opens (creating if needed) the queue in `dir` (`<data_dir>/queue`), reconciles the state
     /// database with the spool directories, and starts the spool writer thread. Fails if another

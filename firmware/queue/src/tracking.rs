@@ -1,21 +1,28 @@
 //! The message-tracking log: what happened to each message and each SMTP session.
 //!
-//! Best effort by design: written to sled without a flush per write (sled persists it within about
-//! half a second), and a failure is logged, never returned, because losing a log line must never
-//! refuse or delay mail. Values are JSON so they stay readable and can gain fields later.
+//! Best effort by design: a failure is logged, never returned, because losing a log line must
+//! never refuse or delay mail. Values are JSON so they stay readable and can gain fields later.
 //!
-//! Trees: `tracking` (queue id → MessageRecord, as first recorded), `tracking_events` (queue id +
-//! time + sequence → TrackEvent), `tracking_outcomes` (queue id → Outcome), `tracking_by_time`
-//! (received time + id → ()), `sessions` (end time + session id → SessionRecord).
+//! Trees: `tracking` (queue id → MessageRecord), `tracking_events` (queue id + time + sequence →
+//! TrackEvent), `tracking_outcomes` (queue id → Outcome), `tracking_by_time` (received time + id →
+//! ()), `sessions` (end time + session id → SessionRecord).
 //!
-//! Events and outcomes are rows of their own, so recording one is a single insert rather than a
-//! read, decode, re-encode and write of the whole record (which grew with every event). A record
-//! written before events had rows of their own keeps its embedded events; [`Tracking::get`]
-//! returns both.
+//! **Written behind.** Recording only updates an in-memory buffer; a thread of the log's own
+//! writes it to sled every [`FLUSH_INTERVAL`]. A message stays in the buffer until it has an
+//! outcome or for [`MAX_PENDING_AGE`], so that a message received, scanned and delivered within
+//! that time is one record with its events and outcome embedded (two inserts: the record and the
+//! time index) instead of a row per event, an outcome row and a read before each. Events and
+//! outcomes that come after the record was written are rows of their own, so recording them is
+//! a single insert rather than a read-modify-write of a record that grows with every event.
+//! Every read writes the buffer out first, so readers see everything recorded so far; dropping
+//! the last handle (or [`Tracking::flush`]) writes what is left. A crash loses at most the last
+//! second of tracking, like sled's own flush interval; never mail.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -116,16 +123,76 @@ pub struct SessionRecord {
     pub end: String,
 }
 
+/// How often the buffer is written to sled.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a message without an outcome stays in the buffer at most.
+pub const MAX_PENDING_AGE: Duration = Duration::from_secs(1);
+
+/// Buffered messages beyond which the next write takes all of them, outcome or not.
+const MAX_PENDING_MESSAGES: usize = 20_000;
+
 /// The tracking log, shared by the queue and the gateway (get it with [`crate::Queue::tracking`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tracking {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Tracking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracking").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
     messages: sled::Tree,
     events: sled::Tree,
     outcomes: sled::Tree,
     by_time: sled::Tree,
     sessions: sled::Tree,
     /// Tells apart events of one message recorded in the same microsecond.
-    sequence: Arc<AtomicU32>,
+    sequence: AtomicU32,
+    /// What was recorded and is not in sled yet.
+    pending: Mutex<Pending>,
+    /// Held while buffered entries are written, so a reader that writes the buffer out first
+    /// also waits for a write the background thread has under way.
+    writing: Mutex<()>,
+    /// The background writer, stopped and joined by [`Tracking::close`].
+    writer: Mutex<Option<(Arc<Stop>, std::thread::JoinHandle<()>)>>,
+}
+
+/// Tells the background writer to stop.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    messages: HashMap<QueueId, PendingMessage>,
+    sessions: Vec<SessionRecord>,
+}
+
+/// A message's tracking since the buffer was last written.
+struct PendingMessage {
+    /// Its record, if recorded since (else it is in sled already, or never was).
+    record: Option<MessageRecord>,
+    /// Events not yet written.
+    events: Vec<TrackEvent>,
+    outcome: Option<Outcome>,
+    since: Instant,
+}
+
+impl PendingMessage {
+    fn new() -> PendingMessage {
+        PendingMessage {
+            record: None,
+            events: Vec::new(),
+            outcome: None,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// A time as a key that sorts like the time (big-endian, sign bit flipped).
@@ -141,20 +208,229 @@ fn by_time_key(at: DateTime<Utc>, id: &QueueId) -> Vec<u8> {
 
 impl Tracking {
     pub(crate) fn open(db: &sled::Db) -> Result<Tracking, sled::Error> {
-        Ok(Tracking {
+        let shared = Arc::new(Shared {
             messages: db.open_tree("tracking")?,
             events: db.open_tree("tracking_events")?,
             outcomes: db.open_tree("tracking_outcomes")?,
             by_time: db.open_tree("tracking_by_time")?,
             sessions: db.open_tree("sessions")?,
-            sequence: Arc::new(AtomicU32::new(0)),
-        })
+            sequence: AtomicU32::new(0),
+            pending: Mutex::new(Pending::default()),
+            writing: Mutex::new(()),
+            writer: Mutex::new(None),
+        });
+        let stop = Arc::new(Stop::default());
+        let started = std::thread::Builder::new().name("tracking".into()).spawn({
+            let (weak, stop) = (Arc::downgrade(&shared), stop.clone());
+            move || write_behind(weak, &stop)
+        });
+        match started {
+            Ok(thread) => *shared.writer.lock().expect("tracking writer") = Some((stop, thread)),
+            // Still correct: everything is written by the next read or when the log is closed.
+            Err(e) => tracing::warn!(error = %e, "cannot start the tracking log's writer thread"),
+        }
+        Ok(Tracking { shared })
+    }
+
+    /// Stops the background writer and writes what is left. The queue calls it when it closes,
+    /// so that no thread holds the state database open after the queue is gone.
+    pub(crate) fn close(&self) {
+        let writer = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stop, thread)) = writer {
+            *stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.wake.notify_all();
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+        self.flush();
     }
 
     /// Stores what is known about a message. Calling it again for the same id updates the
     /// fields and adds the new record's events that are not there yet (same kind, recipient and
     /// detail), so the queue and the gateway may both record a message without doubling it.
     pub fn record_message(&self, rec: &MessageRecord) {
+        let mut pending = self.shared.pending();
+        let message = pending
+            .messages
+            .entry(rec.queue_id.clone())
+            .or_insert_with(PendingMessage::new);
+        message.record = Some(match message.record.take() {
+            Some(old) => merged(old, rec),
+            None => rec.clone(),
+        });
+    }
+
+    /// Adds an event to a message's record (creating a bare record if there is none).
+    pub fn event(&self, id: &QueueId, ev: TrackEvent) {
+        let mut pending = self.shared.pending();
+        pending
+            .messages
+            .entry(id.clone())
+            .or_insert_with(PendingMessage::new)
+            .events
+            .push(ev);
+    }
+
+    /// Sets how a message ended.
+    pub fn outcome(&self, id: &QueueId, outcome: Outcome) {
+        let mut pending = self.shared.pending();
+        pending
+            .messages
+            .entry(id.clone())
+            .or_insert_with(PendingMessage::new)
+            .outcome = Some(outcome);
+    }
+
+    /// Stores a finished SMTP session.
+    pub fn record_session(&self, rec: &SessionRecord) {
+        self.shared.pending().sessions.push(rec.clone());
+    }
+
+    /// Writes everything recorded so far to the state database (reads do this themselves; the
+    /// gateway calls it at shutdown).
+    pub fn flush(&self) {
+        self.shared.write_out(|_| true);
+    }
+
+    /// The record of a message, if it is (still) in the log: its fields, every event oldest
+    /// first, and its outcome.
+    pub fn get(&self, id: &QueueId) -> Option<MessageRecord> {
+        self.flush();
+        self.shared.get(id)
+    }
+
+    /// The most recently received messages, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<MessageRecord> {
+        self.flush();
+        self.shared.records(self.shared.by_time.iter().rev(), limit)
+    }
+
+    /// Messages received in `[from, to)`, oldest first, at most `limit`.
+    pub fn received_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<MessageRecord> {
+        self.flush();
+        self.shared
+            .records(self.shared.by_time.range(time_key(from)..time_key(to)), limit)
+    }
+
+    /// The most recently ended sessions, newest first.
+    pub fn recent_sessions(&self, limit: usize) -> Vec<SessionRecord> {
+        self.flush();
+        self.shared
+            .sessions
+            .iter()
+            .rev()
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
+            .take(limit)
+            .collect()
+    }
+
+    /// Drops message records received and sessions ended before `cutoff`; returns how many
+    /// records went. The log has no size limit of its own, so the gateway calls this periodically.
+    pub fn prune_before(&self, cutoff: DateTime<Utc>) -> usize {
+        self.flush();
+        self.shared.prune_before(cutoff)
+    }
+}
+
+/// The background writer: every [`FLUSH_INTERVAL`], the messages that are done or old enough
+/// and every session. Stops when the log is closed.
+fn write_behind(shared: Weak<Shared>, stop: &Stop) {
+    loop {
+        {
+            let stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
+            let (stopped, _) = stop
+                .wake
+                .wait_timeout_while(stopped, FLUSH_INTERVAL, |stopped| !*stopped)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let crowded = shared.pending().messages.len() > MAX_PENDING_MESSAGES;
+        shared.write_out(|m| {
+            crowded || m.outcome.is_some() || now.duration_since(m.since) >= MAX_PENDING_AGE
+        });
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.write_out(|_| true);
+    }
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the buffered messages `due` picks, and every buffered session, to sled.
+    fn write_out(&self, due: impl Fn(&PendingMessage) -> bool) {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let (messages, sessions) = {
+            let mut pending = self.pending();
+            if pending.messages.is_empty() && pending.sessions.is_empty() {
+                return;
+            }
+            let ids: Vec<QueueId> = pending
+                .messages
+                .iter()
+                .filter(|(_, m)| due(m))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let messages: Vec<(QueueId, PendingMessage)> = ids
+                .into_iter()
+                .filter_map(|id| pending.messages.remove_entry(&id))
+                .collect();
+            (messages, std::mem::take(&mut pending.sessions))
+        };
+        for (id, message) in messages {
+            self.write_message(&id, message);
+        }
+        for session in sessions {
+            self.store_session(&session);
+        }
+    }
+
+    fn write_message(&self, id: &QueueId, message: PendingMessage) {
+        match message.record {
+            // Recorded while buffered: one record with its events and outcome.
+            Some(mut rec) => {
+                rec.events.extend(message.events);
+                if message.outcome.is_some() {
+                    rec.outcome = message.outcome;
+                }
+                self.store_message(&rec);
+            }
+            // The record was written earlier (or never): events and outcome as rows.
+            None => {
+                for ev in message.events {
+                    self.store_event(id, ev);
+                }
+                if let Some(outcome) = message.outcome {
+                    self.store_outcome(id, outcome);
+                }
+            }
+        }
+    }
+
+    fn store_message(&self, rec: &MessageRecord) {
         let key = rec.queue_id.as_str().as_bytes();
         // The usual case, a message seen for the first time, is one insert.
         if let Ok(value) = serde_json::to_vec(rec)
@@ -166,29 +442,17 @@ impl Tracking {
             return;
         }
         let result = self.messages.update_and_fetch(key, |old| {
-            let mut merged = rec.clone();
-            if let Some(old) =
-                old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok())
-            {
-                let mut events = old.events;
-                for ev in &rec.events {
-                    if !events.iter().any(|e| {
-                        e.kind == ev.kind && e.recipient == ev.recipient && e.detail == ev.detail
-                    }) {
-                        events.push(ev.clone());
-                    }
-                }
-                merged.events = events;
-                merged.outcome = rec.outcome.or(old.outcome);
-            }
+            let merged = match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
+                Some(old) => merged(old, rec),
+                None => rec.clone(),
+            };
             serde_json::to_vec(&merged).ok()
         });
         self.log_failure(result.map(drop), &rec.queue_id, "record message");
         self.index(rec.received_at, &rec.queue_id);
     }
 
-    /// Adds an event to a message's record (creating a bare record if there is none).
-    pub fn event(&self, id: &QueueId, ev: TrackEvent) {
+    fn store_event(&self, id: &QueueId, ev: TrackEvent) {
         self.ensure_record(id, ev.at);
         let mut key = id.as_str().as_bytes().to_vec();
         key.extend_from_slice(&time_key(ev.at));
@@ -199,13 +463,28 @@ impl Tracking {
         self.log_failure(result.map(drop), id, "record event");
     }
 
-    /// Sets how a message ended.
-    pub fn outcome(&self, id: &QueueId, outcome: Outcome) {
+    fn store_outcome(&self, id: &QueueId, outcome: Outcome) {
         self.ensure_record(id, Utc::now());
         let result = serde_json::to_vec(&outcome)
             .map_err(|e| sled::Error::Unsupported(e.to_string()))
             .and_then(|value| self.outcomes.insert(id.as_str().as_bytes(), value));
         self.log_failure(result.map(drop), id, "record outcome");
+    }
+
+    fn store_session(&self, rec: &SessionRecord) {
+        let mut key = time_key(rec.ended).to_vec();
+        key.extend_from_slice(&rec.session_id.to_be_bytes());
+        let result = serde_json::to_vec(rec)
+            .map_err(|e| e.to_string())
+            .and_then(|value| {
+                self.sessions
+                    .insert(key, value)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(error) = result {
+            tracing::warn!(session_id = rec.session_id, %error, "could not write the session to the tracking log");
+        }
     }
 
     /// Makes sure a message has a record, so that its events can be found by time.
@@ -223,9 +502,7 @@ impl Tracking {
         }
     }
 
-    /// The record of a message, if it is (still) in the log: its fields, every event oldest
-    /// first, and its outcome.
-    pub fn get(&self, id: &QueueId) -> Option<MessageRecord> {
+    fn get(&self, id: &QueueId) -> Option<MessageRecord> {
         let bytes = self.messages.get(id.as_str().as_bytes()).ok()??;
         let mut rec: MessageRecord = serde_json::from_slice(&bytes).ok()?;
         let events = self
@@ -248,21 +525,6 @@ impl Tracking {
         Some(rec)
     }
 
-    /// The most recently received messages, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<MessageRecord> {
-        self.records(self.by_time.iter().rev(), limit)
-    }
-
-    /// Messages received in `[from, to)`, oldest first, at most `limit`.
-    pub fn received_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: usize,
-    ) -> Vec<MessageRecord> {
-        self.records(self.by_time.range(time_key(from)..time_key(to)), limit)
-    }
-
     fn records(
         &self,
         keys: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
@@ -280,37 +542,7 @@ impl Tracking {
             .collect()
     }
 
-    /// Stores a finished SMTP session.
-    pub fn record_session(&self, rec: &SessionRecord) {
-        let mut key = time_key(rec.ended).to_vec();
-        key.extend_from_slice(&rec.session_id.to_be_bytes());
-        let result = serde_json::to_vec(rec)
-            .map_err(|e| e.to_string())
-            .and_then(|value| {
-                self.sessions
-                    .insert(key, value)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(error) = result {
-            tracing::warn!(session_id = rec.session_id, %error, "could not write the session to the tracking log");
-        }
-    }
-
-    /// The most recently ended sessions, newest first.
-    pub fn recent_sessions(&self, limit: usize) -> Vec<SessionRecord> {
-        self.sessions
-            .iter()
-            .rev()
-            .filter_map(|item| item.ok())
-            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
-            .take(limit)
-            .collect()
-    }
-
-    /// Drops message records received and sessions ended before `cutoff`; returns how many
-    /// records went. The log has no size limit of its own, so the gateway calls this periodically.
-    pub fn prune_before(&self, cutoff: DateTime<Utc>) -> usize {
+    fn prune_before(&self, cutoff: DateTime<Utc>) -> usize {
         let mut removed = 0;
         let old: Vec<sled::IVec> = self
             .by_time
@@ -357,6 +589,25 @@ impl Tracking {
         if let Err(error) = result {
             tracing::warn!(queue_id = %id, %error, "tracking log: could not {what}");
         }
+    }
+}
+
+/// `new`'s fields, with `old`'s events followed by those of `new` that are not there yet (same
+/// kind, recipient and detail), and `new`'s outcome or else `old`'s.
+fn merged(old: MessageRecord, new: &MessageRecord) -> MessageRecord {
+    let mut events = old.events;
+    for ev in &new.events {
+        if !events
+            .iter()
+            .any(|e| e.kind == ev.kind && e.recipient == ev.recipient && e.detail == ev.detail)
+        {
+            events.push(ev.clone());
+        }
+    }
+    MessageRecord {
+        events,
+        outcome: new.outcome.or(old.outcome),
+        ..new.clone()
     }
 }
 
@@ -478,12 +729,14 @@ mod tests {
         rec.events
             .push(TrackEvent::now("received", None, "committed"));
         tracking.record_message(&rec);
+        tracking.flush();
         for n in 0..3 {
             tracking.event(&id, TrackEvent::now("deferred", None, format!("try {n}")));
         }
         tracking.outcome(&id, Outcome::Bounced);
-        // The base record was written once: no event went into it.
-        let raw = tracking.messages.get(id.as_str()).unwrap().unwrap();
+        // The record was written before the events came: they are rows, not part of it.
+        tracking.flush();
+        let raw = tracking.shared.messages.get(id.as_str()).unwrap().unwrap();
         let stored: MessageRecord = serde_json::from_slice(&raw).unwrap();
         assert_eq!(stored.events.len(), 1);
         let got = tracking.get(&id).unwrap();
@@ -495,8 +748,8 @@ mod tests {
             1
         );
         assert!(tracking.get(&id).is_none());
-        assert_eq!(tracking.events.len(), 0);
-        assert_eq!(tracking.outcomes.len(), 0);
+        assert_eq!(tracking.shared.events.len(), 0);
+        assert_eq!(tracking.shared.outcomes.len(), 0);
     }
 
     #[test]
@@ -508,6 +761,7 @@ mod tests {
             .push(TrackEvent::now("received", None, "old style"));
         old.outcome = Some(Outcome::Delivered);
         tracking
+            .shared
             .messages
             .insert(id.as_str(), serde_json::to_vec(&old).unwrap())
             .unwrap();
@@ -539,7 +793,7 @@ mod tests {
             .map(|s| s.session_id)
             .collect();
         assert_eq!(ids, [2, 1]);
-        let raw = tracking.sessions.iter().next().unwrap().unwrap().1;
+        let raw = tracking.shared.sessions.iter().next().unwrap().unwrap().1;
         assert!(serde_json::from_slice::<serde_json::Value>(&raw).is_ok());
     }
 
@@ -550,5 +804,55 @@ mod tests {
         tracking.event(&id, TrackEvent::now("recovered", None, "rebuilt"));
         assert_eq!(tracking.get(&id).unwrap().events.len(), 1);
         assert_eq!(tracking.recent(1)[0].queue_id, id);
+    }
+
+    #[test]
+    fn a_message_done_within_the_buffer_time_is_one_record_with_its_events_and_outcome() {
+        let (_dir, tracking) = tracking();
+        let id = QueueId::generate();
+        let mut rec = record(&id, Utc::now());
+        rec.events
+            .push(TrackEvent::now("received", None, "committed"));
+        tracking.record_message(&rec);
+        tracking.event(&id, TrackEvent::now("scanned", None, "clean"));
+        tracking.event(
+            &id,
+            TrackEvent::now("delivered", Some("b@example.com"), "250 ok"),
+        );
+        tracking.outcome(&id, Outcome::Delivered);
+        // The background writer takes a message with an outcome at its next turn, unasked.
+        let started = Instant::now();
+        while tracking.shared.messages.is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never written");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(tracking.shared.events.len(), 0, "no event rows");
+        assert_eq!(tracking.shared.outcomes.len(), 0, "no outcome row");
+        let raw = tracking.shared.messages.get(id.as_str()).unwrap().unwrap();
+        let stored: MessageRecord = serde_json::from_slice(&raw).unwrap();
+        let kinds: Vec<&str> = stored.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["received", "scanned", "delivered"]);
+        assert_eq!(stored.outcome, Some(Outcome::Delivered));
+        assert_eq!(tracking.get(&id).unwrap(), stored);
+        assert_eq!(tracking.recent(10).len(), 1);
+    }
+
+    #[test]
+    fn what_is_buffered_is_written_when_the_log_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = QueueId::generate();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tracking = Tracking::open(&db).unwrap();
+            tracking.record_message(&record(&id, Utc::now()));
+            tracking.event(&id, TrackEvent::now("deferred", None, "451 later"));
+            tracking.close();
+            db.flush().unwrap();
+        }
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tracking = Tracking::open(&db).unwrap();
+        let got = tracking.get(&id).expect("written at close");
+        assert_eq!(got.events.len(), 1);
+        assert_eq!(got.sender, "a@example.org");
     }
 }
