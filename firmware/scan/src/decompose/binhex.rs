@@ -48,9 +48,7 @@ impl<'a> BinHexReader<'a> {
         if !looks_like_binhex(data) {
             return None;
         }
-        let announced = data
-            .windows(ANNOUNCEMENT.len())
-            .position(|w| w == ANNOUNCEMENT)?;
+        let announced = memchr::memmem::find(data, ANNOUNCEMENT)?;
         // The encoded data starts at the first colon that begins a line after the announcement.
         let rest = &data[announced..];
         let line_end = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;

@@ -170,9 +170,7 @@ pub(super) fn installshield_setup(
     max: usize,
 ) -> Option<(Vec<SetupFile<'_>>, Option<Malformed>)> {
     let search = &overlay[..overlay.len().min(SETUP_SEARCH)];
-    let start = search
-        .windows(SETUP_MAGIC.len())
-        .position(|w| w == SETUP_MAGIC)?;
+    let start = memchr::memmem::find(search, SETUP_MAGIC)?;
     let count_at = start + SETUP_MAGIC.len();
     let count = overlay.get(count_at..count_at + 2)?;
     let count = usize::from(u16::from_le_bytes([count[0], count[1]]));

@@ -380,7 +380,7 @@ impl Walker<'_> {
         }
         // uuencoded files (x-uuencode parts, or inline in a text body) are members of the part.
         let uuencoded =
-            matches!(true_type, FileType::Text) && bytes.windows(6).any(|w| w == b"begin ");
+            matches!(true_type, FileType::Text) && memchr::memmem::find(&bytes, b"begin ").is_some();
         if uuencoded {
             if self.too_deep(depth, &path) {
                 return true;

@@ -296,7 +296,7 @@ fn object_number(before: &[u8]) -> Option<u32> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// PDF delimiters end names, numbers and keywords.

@@ -10,10 +10,7 @@ pub(super) fn objects(rtf: &[u8], max: usize) -> Vec<Vec<u8>> {
     let mut found = Vec::new();
     let mut from = 0;
     while found.len() < max {
-        let Some(at) = rtf[from..]
-            .windows(KEYWORD.len())
-            .position(|w| w == KEYWORD)
-        else {
+        let Some(at) = memchr::memmem::find(&rtf[from..], KEYWORD) else {
             break;
         };
         let mut i = from + at + KEYWORD.len();
