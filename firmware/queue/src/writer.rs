@@ -108,6 +108,7 @@ impl SpoolWriter {
             dir_fsyncs: dir_fsyncs.clone(),
             log,
             unsynced: false,
+            buf: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -216,7 +217,12 @@ struct Round {
     log: Option<LogWriter>,
     /// The log has records appended since its last sync.
     unsynced: bool,
+    /// The records of a round, kept between rounds so that its memory is reused.
+    buf: Vec<u8>,
 }
+
+/// A round's record buffer grown beyond this is given back after the round.
+const KEEP_BUF: usize = 8 * 1024 * 1024;
 
 /// One request during a round: its job's outcome so far.
 struct Pending {
@@ -331,7 +337,8 @@ impl Round {
         // 1. Records of in-memory commits and ends of logged messages go into one buffer for the
         //    message log; other commits and messages moving out of the log are written to tmp/
         //    with their writeback started, so the data of the whole round goes to the disk together.
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for p in &mut round {
             match &p.request.job {
                 Job::Commit {
@@ -629,6 +636,9 @@ impl Round {
             segments_deleted,
             "spool writer round"
         );
+        if buf.capacity() <= KEEP_BUF {
+            self.buf = buf;
+        }
     }
 
     /// Ends a logged message at once (a done record, appended and synced).
