@@ -592,6 +592,11 @@ impl Queue {
 
     /// The message bytes from the message log, if the message lives there.
     async fn logged_message(&self, id: &QueueId) -> Result<Option<Bytes>, QueueError> {
+        // Its entry says whether it is still queued (the index lags behind a removal until the
+        // writer takes the done record).
+        if !self.logged().contains_key(id) {
+            return Ok(None);
+        }
         let Some(pos) = self.inner.log.get(id) else {
             return Ok(None);
         };
@@ -902,6 +907,20 @@ impl Queue {
     /// The end of a message: unlink, sync the directory, then remove the entry. A crash in
     /// between leaves an entry without a file, which start-up removes.
     async fn remove_message(&self, dir: SpoolDir, id: &QueueId) -> Result<(), QueueError> {
+        if dir == SpoolDir::Active && self.inner.log.contains(id) {
+            // A logged message: gone from memory now; its done record is handed to the
+            // writer without a wait or a wake-up (written with the next round, synced like
+            // every done record with a later one). Lost in a crash, it brings the message
+            // back with its attempt record: delivered again and counted as a possible duplicate.
+            self.inner.cache.remove(id);
+            self.inner.schedule.forget(id);
+            self.logged().remove(id);
+            self.inner.writer.send(Job::Remove {
+                dir,
+                id: id.clone(),
+            });
+            return Ok(());
+        }
         let (entries, cache, schedule, logged, gone) = (
             self.inner.entries.clone(),
             self.inner.cache.clone(),
@@ -946,9 +965,11 @@ impl Queue {
         self.inner.log.syncs()
     }
 
-    /// The message log index (for tests).
+    /// The message log index once the spool writer has taken every job handed to it so far,
+    /// including those handed over without a wait (for tests).
     #[cfg(test)]
-    pub(crate) fn log_index(&self) -> &LogIndex {
+    pub(crate) async fn log_index(&self) -> &LogIndex {
+        let _ = self.inner.writer.submit(Job::FlushState, None).await;
         &self.inner.log
     }
 

@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
@@ -30,7 +30,8 @@ use crate::spool::{Layout, SpoolDir};
 
 /// How many jobs one round may take; bounds the latency of the first job of a round.
 const MAX_ROUND: usize = 1024;
-/// The longest a log record nobody waits for stays unsynced when no other work comes.
+/// The longest a log record nobody waits for stays unsynced when no other work comes, and the
+/// longest a job handed over with [`SpoolWriter::send`] waits for a round.
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What runs on the writer thread once a job is durable; its error becomes the job's answer.
@@ -78,13 +79,20 @@ struct Request {
 }
 
 /// The handle through which the queue hands changes to the writer thread.
-#[derive(Debug)]
 pub(crate) struct SpoolWriter {
     /// `None` only while dropping.
     requests: Option<mpsc::Sender<Request>>,
+    /// Jobs nobody waits for, taken by the next round without waking the writer for them.
+    unasked: Arc<Mutex<Vec<Request>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Directory fsyncs performed (for tests and metrics).
     dir_fsyncs: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SpoolWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolWriter").finish_non_exhaustive()
+    }
 }
 
 impl SpoolWriter {
@@ -100,6 +108,7 @@ impl SpoolWriter {
         let dirs = DirHandles::open(layout)?;
         let dir_fsyncs = Arc::new(AtomicU64::new(0));
         let (requests, rx) = mpsc::channel();
+        let unasked = Arc::new(Mutex::new(Vec::new()));
         let round = Round {
             layout: layout.clone(),
             dirs,
@@ -109,6 +118,7 @@ impl SpoolWriter {
             log,
             unsynced: false,
             buf: Vec::new(),
+            unasked: unasked.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -122,6 +132,7 @@ impl SpoolWriter {
             })?;
         Ok(SpoolWriter {
             requests: Some(requests),
+            unasked,
             thread: Some(thread),
             dir_fsyncs,
         })
@@ -143,16 +154,17 @@ impl SpoolWriter {
         answer.await.unwrap_or(Err(QueueError::ShuttingDown))
     }
 
-    /// Hands `job` to the writer without waiting for it (its outcome is only logged).
+    /// Hands `job` to the writer without waiting for it and without waking it: the next round
+    /// takes it, at the latest after [`LAZY_SYNC`]. For records whose loss in a crash costs a
+    /// repeated step, never mail (scanned and done records of logged messages); their outcome
+    /// is only logged.
     pub(crate) fn send(&self, job: Job) {
         let (done, _) = oneshot::channel();
-        if let Some(requests) = &self.requests {
-            let _ = requests.send(Request {
-                job,
-                then: None,
-                done,
-            });
-        }
+        lock_unasked(&self.unasked).push(Request {
+            job,
+            then: None,
+            done,
+        });
     }
 
     /// How many directory fsyncs the writer has performed.
@@ -219,6 +231,12 @@ struct Round {
     unsynced: bool,
     /// The records of a round, kept between rounds so that its memory is reused.
     buf: Vec<u8>,
+    /// Jobs handed over with [`SpoolWriter::send`].
+    unasked: Arc<Mutex<Vec<Request>>>,
+}
+
+fn lock_unasked(unasked: &Mutex<Vec<Request>>) -> std::sync::MutexGuard<'_, Vec<Request>> {
+    unasked.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A round's record buffer grown beyond this is given back after the round.
@@ -283,31 +301,32 @@ fn job_id(job: &Job) -> &QueueId {
 impl Round {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
         loop {
-            // Records nobody waits for (done, scanned) are synced with the next round that
-            // needs a sync, or after LAZY_SYNC when none comes.
-            let first = if self.unsynced {
-                match rx.recv_timeout(LAZY_SYNC) {
-                    Ok(request) => request,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.sync_lazy();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(request) => request,
-                    Err(_) => break,
-                }
+            // Never asleep for longer than LAZY_SYNC: records nobody waits for (done, scanned)
+            // are synced with the next round that needs a sync or after LAZY_SYNC, and jobs
+            // handed over without a wake-up are taken within LAZY_SYNC.
+            let mut round = match rx.recv_timeout(LAZY_SYNC) {
+                Ok(request) => vec![request],
+                Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut round = vec![first];
             while round.len() < MAX_ROUND {
                 match rx.try_recv() {
                     Ok(request) => round.push(request),
                     Err(_) => break,
                 }
             }
+            round.append(&mut lock_unasked(&self.unasked));
+            if round.is_empty() {
+                if self.unsynced {
+                    self.sync_lazy();
+                }
+                continue;
+            }
             self.process(round);
+        }
+        let last = std::mem::take(&mut *lock_unasked(&self.unasked));
+        if !last.is_empty() {
+            self.process(last);
         }
         self.sync_lazy();
         tracing::debug!("spool writer stopped");

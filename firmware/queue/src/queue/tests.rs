@@ -88,13 +88,13 @@ async fn committed_message_is_found_after_reopen_with_its_bytes_and_headers() {
     assert_eq!(queue.read_message(&entry.id).await.unwrap(), body("one"));
     // Fresh mail lives in the message log: no spool file, but readable whole.
     assert!(queue.message_path(&entry.id).is_none());
-    assert_eq!(queue.log_index().len(), 1);
+    assert_eq!(queue.log_index().await.len(), 1);
     assert_eq!(
         &queue.small_message(&entry.id).await.unwrap()[..],
         &body("one")[..]
     );
     queue.persist(&entry.id).await;
-    assert_eq!(queue.log_index().len(), 0);
+    assert_eq!(queue.log_index().await.len(), 0);
     let (path, offset) = queue.message_path(&entry.id).unwrap();
     assert_eq!(
         std::fs::read(path).unwrap()[offset as usize..],
@@ -489,7 +489,7 @@ async fn group_commit_needs_far_fewer_directory_fsyncs_than_commits() {
         "{COMMITS} concurrent commits needed {log_syncs} log syncs and {fsyncs} directory fsyncs"
     );
     assert_eq!(queue.list().len(), COMMITS);
-    assert_eq!(queue.log_index().len(), COMMITS);
+    assert_eq!(queue.log_index().await.len(), COMMITS);
     assert!(
         log_syncs > 0 && log_syncs * 4 <= COMMITS as u64,
         "{log_syncs} log syncs for {COMMITS} commits"
@@ -738,7 +738,7 @@ async fn a_deferred_message_moves_out_of_the_log_and_a_finished_log_is_deleted()
     let (queue, _) = open(dir.path());
     let done = commit(&queue, &["bob@example.com"], "done").await;
     let deferred = commit(&queue, &["bob@example.com"], "later").await;
-    assert_eq!(queue.log_index().len(), 2);
+    assert_eq!(queue.log_index().await.len(), 2);
 
     let mut attempt = queue.begin_attempt(&deferred.id).await.unwrap();
     attempt.recipients[0].status = RecipientStatus::Deferred {
@@ -749,14 +749,14 @@ async fn a_deferred_message_moves_out_of_the_log_and_a_finished_log_is_deleted()
     attempt.next_attempt = Utc::now() + chrono::Duration::minutes(5);
     queue.end_attempt(attempt).await.unwrap();
     assert!(queue.layout().file(SpoolDir::Active, &deferred.id).exists());
-    assert!(!queue.log_index().contains(&deferred.id));
+    assert!(!queue.log_index().await.contains(&deferred.id));
 
     let mut attempt = queue.begin_attempt(&done.id).await.unwrap();
     attempt.recipients[0].status = delivered();
     queue.end_attempt(attempt).await.unwrap();
-    assert_eq!(queue.log_index().len(), 0);
+    assert_eq!(queue.log_index().await.len(), 0);
     // Nothing lives in the log any more: its segment is gone already.
-    assert_eq!(queue.log_index().segments(), 0);
+    assert_eq!(queue.log_index().await.segments(), 0);
     assert_eq!(
         std::fs::read_dir(dir.path().join("log")).unwrap().count(),
         0
@@ -765,7 +765,7 @@ async fn a_deferred_message_moves_out_of_the_log_and_a_finished_log_is_deleted()
     let (queue, recovery) = open(dir.path());
     assert_eq!(recovery.messages, 1);
     assert_eq!(recovery.rebuilt_entries, 0);
-    assert_eq!(queue.log_index().segments(), 0);
+    assert_eq!(queue.log_index().await.segments(), 0);
     assert_eq!(
         std::fs::read_dir(dir.path().join("log")).unwrap().count(),
         0
@@ -784,7 +784,7 @@ async fn a_logged_message_put_on_hold_gets_a_file_in_hold_and_survives_a_restart
     let entry = commit(&queue, &["bob@example.com"], "held").await;
     queue.hold(&entry.id, "check").await.unwrap();
     assert!(queue.layout().file(SpoolDir::Hold, &entry.id).exists());
-    assert!(!queue.log_index().contains(&entry.id));
+    assert!(!queue.log_index().await.contains(&entry.id));
     drop(queue);
     let (queue, recovery) = open(dir.path());
     assert_eq!(recovery.messages, 1);
@@ -816,7 +816,7 @@ async fn a_message_in_both_a_spool_file_and_the_log_is_the_file_and_counted_once
     .unwrap();
     let (queue, recovery) = open(dir.path());
     assert_eq!(recovery.messages, 1);
-    assert!(!queue.log_index().contains(&entry.id));
+    assert!(!queue.log_index().await.contains(&entry.id));
     assert!(queue.message_path(&entry.id).is_some());
     assert_eq!(queue.read_message(&entry.id).await.unwrap(), body("both"));
 }
@@ -836,6 +836,6 @@ async fn suspects_in_the_log_are_held_in_a_spool_file() {
     assert_eq!(recovery.suspects_held, vec![entry.id.clone()]);
     assert_eq!(queue.get(&entry.id).unwrap().kind, QueueKind::Hold);
     assert!(queue.layout().file(SpoolDir::Hold, &entry.id).exists());
-    assert!(!queue.log_index().contains(&entry.id));
+    assert!(!queue.log_index().await.contains(&entry.id));
     assert_eq!(queue.read_message(&entry.id).await.unwrap(), body("s"));
 }
