@@ -870,16 +870,22 @@ async fn transaction(
         .collect();
     let batch = if caps.pipelining { PIPELINE_BATCH } else { 1 };
     let mut batches = to_send.chunks(batch);
-    // With PIPELINING the first batch of RCPTs travels in the same write as MAIL (RFC 2920).
+    // With PIPELINING the first batch of RCPTs travels in the same write as MAIL, and DATA too
+    // when every recipient is in that batch (RFC 2920: DATA may end a group), as Postfix does:
+    // one write and one round trip fewer per message.
     let first: &[usize] = if caps.pipelining {
         batches.next().unwrap_or(&[])
     } else {
         &[]
     };
+    let data_pipelined = caps.pipelining && !first.is_empty() && batches.len() == 0;
 
     let mut out = mail.into_bytes();
     for &i in first {
         out.extend_from_slice(format!("RCPT TO:<{}>\r\n", tx.recipients[i]).as_bytes());
+    }
+    if data_pipelined {
+        out.extend_from_slice(b"DATA\r\n");
     }
     if let Err(f) = conn.send(&out, limit).await {
         let why = f.describe(peer, Step::MailFrom);
@@ -894,7 +900,10 @@ async fn transaction(
         Ok(reply) => {
             let result = outcome_of(peer, &reply, Step::MailFrom);
             rcpts.settle_open(|| result.clone());
-            return rcpts.finish(true);
+            // The pipelined commands are answered too (with 503s): read those answers, so the
+            // session stays in step for its next transaction.
+            let usable = drain_pipelined(conn, first.len(), data_pipelined, limit).await;
+            return rcpts.finish(usable);
         }
         Err(f) => {
             let why = f.describe(peer, Step::MailFrom);
@@ -932,11 +941,31 @@ async fn transaction(
         pending = next.to_vec();
     }
 
-    if !rcpts.any_accepted() {
-        return rcpts.finish(true);
-    }
-
-    match conn.command("DATA\r\n", limit).await {
+    let data_reply = if data_pipelined {
+        let reply = conn.read_reply(limit).await;
+        if !rcpts.any_accepted() {
+            // Every recipient was refused, so the server should refuse DATA as well. One that
+            // accepts it anyway gets a lone "." (RFC 2920, 3.1), and its answer is ignored.
+            return match reply {
+                Ok(reply) if reply.code == 354 => {
+                    let ended = conn.command(".\r\n", config.data_timeout).await.is_ok();
+                    TransactionOutcome {
+                        ended,
+                        ..rcpts.finish(ended)
+                    }
+                }
+                Ok(_) => rcpts.finish(true),
+                Err(_) => rcpts.finish(false),
+            };
+        }
+        reply
+    } else {
+        if !rcpts.any_accepted() {
+            return rcpts.finish(true);
+        }
+        conn.command("DATA\r\n", limit).await
+    };
+    match data_reply {
         Ok(reply) if reply.code == 354 => {}
         Ok(reply) if reply.is_positive() => {
             let why = format!("host {peer} answered DATA with {reply} instead of 354");
@@ -985,6 +1014,30 @@ async fn transaction(
             rcpts.settle_open(|| RcptResult::Deferred { reply: why.clone() });
             rcpts.finish(false)
         }
+    }
+}
+
+/// After MAIL FROM was refused: reads the answers to the `rcpts` RCPT commands (and DATA, if
+/// it was sent) that travelled in the same pipelined write. A server that accepted DATA all the
+/// same gets a lone "." (RFC 2920, 3.1). Returns whether the session is still in step.
+async fn drain_pipelined(
+    conn: &mut Connection,
+    rcpts: usize,
+    data: bool,
+    limit: Duration,
+) -> bool {
+    for _ in 0..rcpts {
+        if conn.read_reply(limit).await.is_err() {
+            return false;
+        }
+    }
+    if !data {
+        return true;
+    }
+    match conn.read_reply(limit).await {
+        Ok(reply) if reply.code == 354 => conn.command(".\r\n", limit).await.is_ok(),
+        Ok(_) => true,
+        Err(_) => false,
     }
 }
 

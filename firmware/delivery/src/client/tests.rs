@@ -28,6 +28,9 @@ struct Script {
     silent: bool,
     /// Answer the end of the data, then hang up (a server that closes idle sessions early).
     close_after_message: bool,
+    /// Answer DATA with `data` even when no recipient was accepted (a broken server; a real
+    /// one refuses it).
+    data_without_recipients: bool,
 }
 
 impl Default for Script {
@@ -50,6 +53,7 @@ impl Default for Script {
             end_of_data: "250 2.0.0 Ok: queued as 12345".into(),
             silent: false,
             close_after_message: false,
+            data_without_recipients: false,
         }
     }
 }
@@ -64,6 +68,8 @@ struct Received {
     bodies: Vec<Vec<u8>>,
     /// For each MAIL command: whether RCPT commands had already arrived with it (pipelined).
     mail_pipelined: Vec<bool>,
+    /// For each MAIL command: whether DATA had already arrived with it (pipelined).
+    data_pipelined: Vec<bool>,
 }
 
 struct FakeServer {
@@ -138,6 +144,8 @@ where
     if !script.greeting.starts_with('2') {
         return None;
     }
+    // Like a real server: RCPT needs an accepted MAIL, DATA an accepted RCPT.
+    let (mut mail_ok, mut accepted) = (false, 0usize);
     loop {
         let mut line = Vec::new();
         if reader.read_until(b'\n', &mut line).await.ok()? == 0 {
@@ -178,23 +186,33 @@ where
                 return Some(reader.into_inner());
             }
             "MAIL" => {
-                let pipelined = String::from_utf8_lossy(reader.buffer()).contains("RCPT TO");
-                seen.lock().unwrap().mail_pipelined.push(pipelined);
+                let buffered = String::from_utf8_lossy(reader.buffer()).into_owned();
+                let mut seen = seen.lock().unwrap();
+                seen.mail_pipelined.push(buffered.contains("RCPT TO"));
+                seen.data_pipelined.push(buffered.contains("DATA\r\n"));
+                (mail_ok, accepted) = (script.mail.starts_with('2'), 0);
                 script.mail.clone()
             }
+            "RCPT" if !mail_ok => "503 5.5.1 Error: need MAIL command".into(),
             "RCPT" => {
                 let address = command
                     .split('<')
                     .nth(1)
                     .and_then(|s| s.split('>').next())
                     .unwrap_or("");
-                script
+                let answer = script
                     .rcpt
                     .get(address)
                     .cloned()
-                    .unwrap_or_else(|| "250 2.1.5 Ok".into())
+                    .unwrap_or_else(|| "250 2.1.5 Ok".into());
+                accepted += usize::from(answer.starts_with('2'));
+                answer
+            }
+            "DATA" if accepted == 0 && !script.data_without_recipients => {
+                "554 5.5.1 Error: no valid recipients".into()
             }
             "DATA" => {
+                (mail_ok, accepted) = (false, 0);
                 reply(&mut reader, &script.data).await;
                 if !script.data.starts_with("354") {
                     continue;
@@ -221,7 +239,11 @@ where
                 reply(&mut reader, "221 2.0.0 Bye").await;
                 return None;
             }
-            "RSET" | "NOOP" => "250 2.0.0 Ok".into(),
+            "RSET" => {
+                (mail_ok, accepted) = (false, 0);
+                "250 2.0.0 Ok".into()
+            }
+            "NOOP" => "250 2.0.0 Ok".into(),
             _ => "502 5.5.2 unknown command".into(),
         };
         if !reply(&mut reader, &answer).await {
@@ -778,7 +800,7 @@ async fn mail_from_4xx_defers_every_recipient() {
 }
 
 #[tokio::test]
-async fn no_data_is_sent_when_every_recipient_is_refused() {
+async fn no_message_is_sent_when_every_recipient_is_refused() {
     let mut script = Script::default();
     script
         .rcpt
@@ -794,7 +816,123 @@ async fn no_data_is_sent_when_every_recipient_is_refused() {
     )
     .await;
     assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
-    assert!(!server.received().commands.iter().any(|c| c == "DATA"));
+    // DATA went out pipelined with MAIL and RCPT, and was refused: no message data followed.
+    assert!(server.received().bodies.is_empty());
+}
+
+#[tokio::test]
+async fn mail_rcpt_and_data_travel_in_one_write_when_the_server_pipelines() {
+    let server = FakeServer::start(Script::default()).await;
+    let (_file, source) = spool(MESSAGE);
+    let recipients = rcpts(&["a@example.test", "b@example.test"]);
+    let report = deliver(
+        &config(),
+        &hop(vec![server.candidate()]),
+        &tx(&recipients),
+        &source,
+    )
+    .await;
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
+    );
+    let seen = server.received();
+    assert_eq!(seen.mail_pipelined, [true]);
+    assert_eq!(seen.data_pipelined, [true]);
+    assert_eq!(seen.bodies.len(), 1);
+}
+
+#[tokio::test]
+async fn data_is_not_pipelined_without_pipelining_or_past_the_first_batch_of_recipients() {
+    let server = FakeServer::start(Script {
+        extensions: vec!["SIZE 10485760", "8BITMIME"],
+        ..Script::default()
+    })
+    .await;
+    let (_file, source) = spool(MESSAGE);
+    let recipients = rcpts(&["a@example.test"]);
+    deliver(
+        &config(),
+        &hop(vec![server.candidate()]),
+        &tx(&recipients),
+        &source,
+    )
+    .await;
+    assert_eq!(server.received().data_pipelined, [false]);
+
+    let server = FakeServer::start(Script::default()).await;
+    let many: Vec<String> = (0..PIPELINE_BATCH + 1)
+        .map(|n| format!("r{n}@example.test"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let recipients = rcpts(&many);
+    let report = deliver(
+        &config(),
+        &hop(vec![server.candidate()]),
+        &tx(&recipients),
+        &source,
+    )
+    .await;
+    assert_eq!(report.results.len(), PIPELINE_BATCH + 1);
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
+    );
+    let seen = server.received();
+    assert_eq!(seen.data_pipelined, [false]);
+    assert_eq!(seen.bodies.len(), 1);
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_data_without_recipients_gets_a_lone_dot_and_the_session_goes_on() {
+    let mut script = Script {
+        data_without_recipients: true,
+        ..Script::default()
+    };
+    script
+        .rcpt
+        .insert("ok@example.test".into(), "550 5.1.1 no such user".into());
+    let server = FakeServer::start(script).await;
+    let cache = SessionCache::new(SessionCacheLimits::default());
+    let (_file, source) = spool(MESSAGE);
+    let report = deliver_through(&cache, &server, &source).await;
+    assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
+    {
+        let seen = server.received();
+        // The "." ended an empty message; nothing of ours was sent.
+        assert_eq!(seen.bodies, [Vec::<u8>::new()]);
+    }
+    // The session is still in step: the next transaction on it gets its own answers.
+    assert_eq!(cache.parked(), 1);
+    let report = deliver_through(&cache, &server, &source).await;
+    assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
+    assert_eq!(server.received().connections, 1);
+}
+
+#[tokio::test]
+async fn after_a_refused_mail_from_the_pipelined_answers_are_read_and_the_session_reused() {
+    let server = FakeServer::start(Script {
+        mail: "553 5.7.1 sender rejected".into(),
+        ..Script::default()
+    })
+    .await;
+    let cache = SessionCache::new(SessionCacheLimits::default());
+    let (_file, source) = spool(MESSAGE);
+    for _ in 0..2 {
+        let report = deliver_through(&cache, &server, &source).await;
+        assert!(
+            matches!(&report.results[0].1, RcptResult::Failed { reply } if reply.contains("553 5.7.1")),
+            "{:?}",
+            report.results
+        );
+    }
+    let seen = server.received();
+    assert_eq!(seen.connections, 1, "the session was reused");
+    assert!(seen.bodies.is_empty());
 }
 
 #[tokio::test]
