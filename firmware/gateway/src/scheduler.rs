@@ -140,14 +140,17 @@ impl Scheduler {
             if free == 0 {
                 continue;
             }
-            // Messages an SMTP session is still scanning are left to it (passed over before
-            // they are read), and unscanned messages (scan budget used up, or rebuilt after a
-            // crash) go first.
+            // Passed over before they are read: messages an SMTP session is still scanning
+            // (left to it), and messages whose attempt task is starting (they wait in the
+            // schedule until their attempt is marked). Unscanned messages (scan budget used up,
+            // or rebuilt after a crash) go first.
             let scan = &self.shared.scan;
-            let mut due = self
-                .shared
-                .queue
-                .due_except(Utc::now(), free, |id| scan.is_claimed(id));
+            let mut due = {
+                let starting = self.in_progress.lock().expect("in-progress lock");
+                self.shared.queue.due_except(Utc::now(), free, |id| {
+                    starting.contains(id) || scan.is_claimed(id)
+                })
+            };
             due.sort_by_key(|e| e.scanned);
             if due
                 .iter()
