@@ -34,6 +34,10 @@ const MAX_ROUND: usize = 1024;
 /// longest a job handed over with [`SpoolWriter::send`] waits for a round.
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long the answer to an attempt record waits for a commit's sync to share, when its round
+/// has no commit: an attempt-only round would otherwise cost a sync of its own.
+const ATTEMPT_HOLD: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What runs on the writer thread once a job is durable; its error becomes the job's answer.
 pub(crate) type Continuation = Box<dyn FnOnce() -> Result<(), QueueError> + Send>;
 
@@ -119,6 +123,7 @@ impl SpoolWriter {
             unsynced: false,
             buf: Vec::new(),
             unasked: unasked.clone(),
+            held: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(name.into())
@@ -233,6 +238,8 @@ struct Round {
     buf: Vec<u8>,
     /// Jobs handed over with [`SpoolWriter::send`].
     unasked: Arc<Mutex<Vec<Request>>>,
+    /// Answers to attempt records appended but not synced yet, given after the next sync.
+    held: Vec<oneshot::Sender<Result<(), QueueError>>>,
 }
 
 fn lock_unasked(unasked: &Mutex<Vec<Request>>) -> std::sync::MutexGuard<'_, Vec<Request>> {
@@ -304,7 +311,12 @@ impl Round {
             // Never asleep for longer than LAZY_SYNC: records nobody waits for (done, scanned)
             // are synced with the next round that needs a sync or after LAZY_SYNC, and jobs
             // handed over without a wake-up are taken within LAZY_SYNC.
-            let mut round = match rx.recv_timeout(LAZY_SYNC) {
+            let wait = if self.held.is_empty() {
+                LAZY_SYNC
+            } else {
+                ATTEMPT_HOLD
+            };
+            let mut round = match rx.recv_timeout(wait) {
                 Ok(request) => vec![request],
                 Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -320,6 +332,7 @@ impl Round {
                 if self.unsynced {
                     self.sync_lazy();
                 }
+                self.answer_held();
                 continue;
             }
             self.process(round);
@@ -329,7 +342,16 @@ impl Round {
             self.process(last);
         }
         self.sync_lazy();
+        self.answer_held();
         tracing::debug!("spool writer stopped");
+    }
+
+    /// Answers the attempts whose records a sync since covered (or that failed: an attempt
+    /// record only counts duplicates, so its failure never stops delivery).
+    fn answer_held(&mut self) {
+        for done in self.held.drain(..) {
+            let _ = done.send(Ok(()));
+        }
     }
 
     /// Syncs log records appended without a sync.
@@ -457,9 +479,11 @@ impl Round {
             // Commits and attempts wait for the sync; done and scanned records do not (a done
             // record lost in a crash brings back a message whose attempt record says it may
             // have been delivered: it is delivered again and counted as a possible duplicate).
+            // An attempt record in a round without a commit waits (at most ATTEMPT_HOLD) for
+            // the sync of a round that has one: under load that saves a sync per attempt.
             let needs_sync = round
                 .iter()
-                .any(|p| matches!(p.via, Via::LogCommit { .. } | Via::LogAttempt));
+                .any(|p| matches!(p.via, Via::LogCommit { .. }));
             if appended_at.is_some() {
                 self.unsynced = true;
             }
@@ -473,6 +497,10 @@ impl Round {
                     tracing::error!(segment = %path.display(), error = %e, "cannot sync the message log");
                     log_failure = Some((e.kind(), e.to_string(), path));
                 }
+            }
+            // Attempts held from earlier rounds are covered by this sync.
+            if !self.unsynced {
+                self.answer_held();
             }
         }
         if let Some((kind, message, path)) = &log_failure {
@@ -644,6 +672,12 @@ impl Round {
                     // The commit is undone (the client is told to retry): end the record now.
                     self.end_logged(job_id(&p.request.job));
                 }
+            }
+            // An attempt record not synced yet is answered after the next sync (this round's
+            // attempts when no commit came with them).
+            if p.via == Via::LogAttempt && p.result.is_ok() && self.unsynced {
+                self.held.push(p.request.done);
+                continue;
             }
             // The asker may be gone (its client hung up); the job is done all the same.
             let _ = p.request.done.send(p.result);
