@@ -194,8 +194,9 @@ impl Scheduler {
         self.sessions.close_all();
     }
 
-    /// Runs one attempt in its own task so a panic or a hang in it is contained, and counts
-    /// either as a crash towards the suspect-message rule.
+    /// Runs one attempt so that a panic or a hang in it is contained (the panic caught, the hang
+    /// cut off after `queue.attempt_timeout`), and counts either as a crash towards the
+    /// suspect-message rule.
     async fn supervise_attempt(self: Arc<Self>, id: QueueId, _permit: OwnedSemaphorePermit) {
         let entry = match self.shared.queue.begin_attempt(&id).await {
             Ok(e) => e,
@@ -208,19 +209,16 @@ impl Scheduler {
         let snap = self.shared.snapshot();
         let timeout = snap.config.queue.attempt_timeout;
         let before = entry.clone();
-        let task = tokio::spawn(self.clone().attempt(entry));
-        let abort = task.abort_handle();
-        let failure = match tokio::time::timeout(timeout, task).await {
+        // In this task rather than one of its own: a task per attempt cost an allocation and a
+        // hand-off per message, and catching the panic here contains it just the same.
+        let attempt = catch_panic(self.clone().attempt(entry));
+        let failure = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(())) => None,
-            Ok(Err(join)) if join.is_panic() => Some("processing panicked".to_string()),
-            Ok(Err(_)) => Some("processing was cancelled".to_string()),
-            Err(_) => {
-                abort.abort();
-                Some(format!(
-                    "processing took longer than {}",
-                    humantime::format_duration(timeout)
-                ))
-            }
+            Ok(Err(Panicked)) => Some("processing panicked".to_string()),
+            Err(_) => Some(format!(
+                "processing took longer than {}",
+                humantime::format_duration(timeout)
+            )),
         };
         if let Some(reason) = failure {
             self.record_crash(before, &reason).await;
@@ -655,6 +653,24 @@ fn route_reply(domain: &str, e: &RouteError) -> String {
     format!("cannot route to domain {domain}: {e} ({})", e.enhanced())
 }
 
+/// A panic caught by [`catch_panic`].
+#[derive(Debug)]
+struct Panicked;
+
+/// Runs `future`, turning a panic while it is polled into `Err(Panicked)`; the future is then
+/// dropped, never polled again (what a runtime does with a task that panicked).
+async fn catch_panic<F: std::future::Future>(future: F) -> Result<F::Output, Panicked> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(Panicked)),
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,5 +681,19 @@ mod tests {
         assert_eq!(retry_delay(&s, 1), Duration::from_secs(60));
         assert_eq!(retry_delay(&s, 2), Duration::from_secs(300));
         assert_eq!(retry_delay(&s, 9), Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_an_attempt_is_caught_even_after_it_waited() {
+        assert_eq!(catch_panic(async { 7 }).await.unwrap(), 7);
+        let panicking = async {
+            tokio::task::yield_now().await;
+            if std::hint::black_box(true) {
+                panic!("injected");
+            }
+        };
+        assert!(catch_panic(panicking).await.is_err());
+        // The task that caught it goes on.
+        assert_eq!(catch_panic(async { "after" }).await.unwrap(), "after");
     }
 }
