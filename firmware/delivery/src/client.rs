@@ -1052,9 +1052,12 @@ async fn send_body(
     let local =
         |e: io::Error| format!("local error: cannot read queue file while sending to {peer}: {e}");
     let mut stuffer = DotStuffer::new();
-    let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8);
+    let mut out = Vec::new();
     match body {
         Body::Memory(bytes) => {
+            // Sized to the message (most mail is far smaller than a chunk).
+            let first = bytes.len().min(BODY_CHUNK);
+            out.reserve(first + first / 8 + 8);
             // The last chunk and the "." line go out in one write.
             let mut chunks = bytes.chunks(BODY_CHUNK).peekable();
             while let Some(chunk) = chunks.next() {
@@ -1073,6 +1076,7 @@ async fn send_body(
             }
         }
         Body::File { file, offset } => {
+            out.reserve(BODY_CHUNK + BODY_CHUNK / 8);
             file.seek(io::SeekFrom::Start(*offset))
                 .await
                 .map_err(local)?;

@@ -116,7 +116,7 @@ impl Connection {
 
     /// Queues a reply; it is sent with the next flush.
     pub(crate) fn queue(&mut self, reply: &Reply) {
-        self.output.extend_from_slice(reply.to_wire().as_bytes());
+        reply.write_wire(&mut self.output);
     }
 
     /// Sends all queued replies.

@@ -135,7 +135,15 @@ impl Reply {
     /// Control characters in the text (a handler's text could contain CR or LF) become spaces, so a reply can never
     /// inject extra lines into the protocol stream.
     pub fn to_wire(&self) -> String {
-        let mut out = String::new();
+        let mut out = Vec::new();
+        self.write_wire(&mut out);
+        String::from_utf8(out).expect("replies are written as UTF-8")
+    }
+
+    /// Appends the reply as it goes on the wire (see [`Reply::to_wire`]) to `out`, without
+    /// building it in a string of its own first.
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
         let empty = [String::new()];
         let lines: &[String] = if self.lines.is_empty() {
             &empty
@@ -144,18 +152,25 @@ impl Reply {
         };
         for (i, line) in lines.iter().enumerate() {
             let separator = if i + 1 == lines.len() { ' ' } else { '-' };
-            out.push_str(&self.code.to_string());
-            out.push(separator);
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{}{separator}", self.code);
             if let Some(enhanced) = self.enhanced {
-                out.push_str(&enhanced.to_string());
+                let _ = write!(out, "{enhanced}");
                 if !line.is_empty() {
-                    out.push(' ');
+                    out.push(b' ');
                 }
             }
-            out.extend(line.chars().map(|c| if c.is_control() { ' ' } else { c }));
-            out.push_str("\r\n");
+            if line.chars().any(char::is_control) {
+                let clean: String = line
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                out.extend_from_slice(clean.as_bytes());
+            } else {
+                out.extend_from_slice(line.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
         }
-        out
     }
 }
 

@@ -844,7 +844,8 @@ impl<B: tokio::io::AsyncWrite + Unpin + Send + 'static> BodyReceiver<B> {
     fn new(body: B, framing: Framing, config: &ServerConfig) -> BodyReceiver<B> {
         BodyReceiver {
             decoder: BodyDecoder::new(framing, config.max_line_length),
-            pending: Vec::with_capacity(BODY_WRITE_CHUNK),
+            // Grows with the message up to BODY_WRITE_CHUNK (most mail is far smaller).
+            pending: Vec::new(),
             written: 0,
             max_size: config.max_message_size,
             max_line_length: config.max_line_length,
