@@ -1020,12 +1020,7 @@ async fn transaction(
 /// After MAIL FROM was refused: reads the answers to the `rcpts` RCPT commands (and DATA, if
 /// it was sent) that travelled in the same pipelined write. A server that accepted DATA all the
 /// same gets a lone "." (RFC 2920, 3.1). Returns whether the session is still in step.
-async fn drain_pipelined(
-    conn: &mut Connection,
-    rcpts: usize,
-    data: bool,
-    limit: Duration,
-) -> bool {
+async fn drain_pipelined(conn: &mut Connection, rcpts: usize, data: bool, limit: Duration) -> bool {
     for _ in 0..rcpts {
         if conn.read_reply(limit).await.is_err() {
             return false;

@@ -211,7 +211,10 @@ mod tests {
                 .filter(|l| l.starts_with(&format!("thread {t} ")))
                 .collect();
             let expected: Vec<_> = (0..1000).map(|i| format!("thread {t} line {i}")).collect();
-            assert!(mine == expected, "thread {t}'s lines are not whole and in order");
+            assert!(
+                mine == expected,
+                "thread {t}'s lines are not whole and in order"
+            );
         }
         let writes = *sink.writes.lock().unwrap();
         assert!(writes < 400, "{writes} writes for 4000 lines");

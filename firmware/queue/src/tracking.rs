@@ -319,8 +319,10 @@ impl Tracking {
         limit: usize,
     ) -> Vec<MessageRecord> {
         self.flush();
-        self.shared
-            .records(self.shared.by_time.range(time_key(from)..time_key(to)), limit)
+        self.shared.records(
+            self.shared.by_time.range(time_key(from)..time_key(to)),
+            limit,
+        )
     }
 
     /// The most recently ended sessions, newest first.
@@ -442,10 +444,11 @@ impl Shared {
             return;
         }
         let result = self.messages.update_and_fetch(key, |old| {
-            let merged = match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
-                Some(old) => merged(old, rec),
-                None => rec.clone(),
-            };
+            let merged =
+                match old.and_then(|bytes| serde_json::from_slice::<MessageRecord>(bytes).ok()) {
+                    Some(old) => merged(old, rec),
+                    None => rec.clone(),
+                };
             serde_json::to_vec(&merged).ok()
         });
         self.log_failure(result.map(drop), &rec.queue_id, "record message");
@@ -672,14 +675,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn recording_a_message_twice_merges_events_instead_of_doubling_them() {
-        let (_dir, tracking) = tracking();
+    /// Records a new message received at `at`, with its "received" event.
+    fn received(tracking: &Tracking, at: DateTime<Utc>) -> (QueueId, MessageRecord) {
         let id = QueueId::generate();
-        let mut rec = record(&id, Utc::now());
+        let mut rec = record(&id, at);
         rec.events
             .push(TrackEvent::now("received", None, "committed"));
         tracking.record_message(&rec);
+        (id, rec)
+    }
+
+    #[test]
+    fn recording_a_message_twice_merges_events_instead_of_doubling_them() {
+        let (_dir, tracking) = tracking();
+        let (id, mut rec) = received(&tracking, Utc::now());
         tracking.event(
             &id,
             TrackEvent::now("delivered", Some("b@example.com"), "250 ok"),
@@ -723,12 +732,7 @@ mod tests {
     #[test]
     fn events_are_rows_of_their_own_and_pruned_with_their_message() {
         let (_dir, tracking) = tracking();
-        let id = QueueId::generate();
-        let at = Utc::now() - chrono::Duration::hours(2);
-        let mut rec = record(&id, at);
-        rec.events
-            .push(TrackEvent::now("received", None, "committed"));
-        tracking.record_message(&rec);
+        let (id, _) = received(&tracking, Utc::now() - chrono::Duration::hours(2));
         tracking.flush();
         for n in 0..3 {
             tracking.event(&id, TrackEvent::now("deferred", None, format!("try {n}")));
@@ -809,11 +813,7 @@ mod tests {
     #[test]
     fn a_message_done_within_the_buffer_time_is_one_record_with_its_events_and_outcome() {
         let (_dir, tracking) = tracking();
-        let id = QueueId::generate();
-        let mut rec = record(&id, Utc::now());
-        rec.events
-            .push(TrackEvent::now("received", None, "committed"));
-        tracking.record_message(&rec);
+        let (id, _) = received(&tracking, Utc::now());
         tracking.event(&id, TrackEvent::now("scanned", None, "clean"));
         tracking.event(
             &id,

@@ -16,9 +16,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -481,9 +481,7 @@ impl Round {
             // have been delivered: it is delivered again and counted as a possible duplicate).
             // An attempt record in a round without a commit waits (at most ATTEMPT_HOLD) for
             // the sync of a round that has one: under load that saves a sync per attempt.
-            let needs_sync = round
-                .iter()
-                .any(|p| matches!(p.via, Via::LogCommit { .. }));
+            let needs_sync = round.iter().any(|p| matches!(p.via, Via::LogCommit { .. }));
             if appended_at.is_some() {
                 self.unsynced = true;
             }

@@ -336,13 +336,7 @@ async fn delivers_to_accepted_recipients_and_reports_refused_ones_per_recipient(
     let server = FakeServer::start(script).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test", "bad@example.test", "later@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
 
     assert_eq!(report.host.as_deref(), Some("mx.test"));
     assert_eq!(report.addr, Some(server.addr));
@@ -449,13 +443,7 @@ async fn pipelining_sends_mail_and_rcpts_in_one_write_when_offered() {
     let server = FakeServer::start(Script::default()).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test", "b@example.test"]);
-    deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    deliver_to(&server, &recipients, &source).await;
     assert_eq!(server.received().mail_pipelined, vec![true]);
 }
 
@@ -468,13 +456,7 @@ async fn commands_wait_for_each_reply_without_pipelining() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test", "b@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(server.received().mail_pipelined, vec![false]);
     assert!(
         report
@@ -489,13 +471,7 @@ async fn many_recipients_are_pipelined_in_batches_and_all_get_results() {
     let server = FakeServer::start(Script::default()).await;
     let (_file, source) = spool(MESSAGE);
     let recipients: Vec<String> = (0..250).map(|i| format!("user{i}@example.test")).collect();
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(report.results.len(), 250);
     assert!(
         report
@@ -519,13 +495,7 @@ async fn body_is_dot_stuffed_and_gets_a_final_crlf() {
     let server = FakeServer::start(Script::default()).await;
     let (_file, source) = spool(b".leading\r\nmiddle.\r\n..two\r\n.\r\nlast line without newline");
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
     assert_eq!(
         String::from_utf8(server.received().bodies[0].clone()).unwrap(),
@@ -553,13 +523,7 @@ async fn large_message_is_streamed_intact() {
     assert!(message.len() > 1_000_000);
     let (_file, source) = spool(&message);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
     assert!(
         server.received().bodies[0] == expected,
@@ -581,13 +545,7 @@ async fn message_from_memory_is_sent_like_one_from_its_spool_file() {
     ] {
         let server = FakeServer::start(Script::default()).await;
         let recipients = rcpts(&["ok@example.test"]);
-        let report = deliver(
-            &config(),
-            &hop(vec![server.candidate()]),
-            &tx(&recipients),
-            &source,
-        )
-        .await;
+        let report = deliver_to(&server, &recipients, &source).await;
         assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
         bodies.push(server.received().bodies[0].clone());
     }
@@ -676,13 +634,7 @@ async fn starttls_is_used_when_offered_and_ehlo_is_repeated_inside_tls() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     let tls = report.tls.expect("TLS should have been used");
     assert!(
         tls.starts_with("TLSv1.3 TLS13_") || tls.starts_with("TLSv1.2 TLS_"),
@@ -728,13 +680,7 @@ async fn failed_tls_handshake_retries_the_same_host_once_in_plaintext() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(report.tls, None);
     assert!(matches!(report.results[0].1, RcptResult::Delivered { .. }));
     let received = server.received();
@@ -758,13 +704,7 @@ async fn mail_from_5xx_fails_every_recipient() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test", "b@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     let expected =
         "host mx.test[127.0.0.1] said: 553 5.7.1 sender rejected (in reply to MAIL FROM command)";
     for (_, result) in &report.results {
@@ -787,13 +727,7 @@ async fn mail_from_4xx_defers_every_recipient() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(
         matches!(&report.results[0].1, RcptResult::Deferred { reply } if reply.contains("451 4.3.0"))
     );
@@ -808,13 +742,7 @@ async fn no_message_is_sent_when_every_recipient_is_refused() {
     let server = FakeServer::start(script).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["bad@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
     // DATA went out pipelined with MAIL and RCPT, and was refused: no message data followed.
     assert!(server.received().bodies.is_empty());
@@ -825,13 +753,7 @@ async fn mail_rcpt_and_data_travel_in_one_write_when_the_server_pipelines() {
     let server = FakeServer::start(Script::default()).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test", "b@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(
         report
             .results
@@ -853,13 +775,7 @@ async fn data_is_not_pipelined_without_pipelining_or_past_the_first_batch_of_rec
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test"]);
-    deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    deliver_to(&server, &recipients, &source).await;
     assert_eq!(server.received().data_pipelined, [false]);
 
     let server = FakeServer::start(Script::default()).await;
@@ -868,13 +784,7 @@ async fn data_is_not_pipelined_without_pipelining_or_past_the_first_batch_of_rec
         .collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let recipients = rcpts(&many);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(report.results.len(), PIPELINE_BATCH + 1);
     assert!(
         report
@@ -947,13 +857,7 @@ async fn end_of_data_4xx_defers_accepted_recipients_and_keeps_refused_ones_faile
     let server = FakeServer::start(script).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test", "bad@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(
         report.results[0].1,
         RcptResult::Deferred {
@@ -972,13 +876,7 @@ async fn end_of_data_5xx_fails_accepted_recipients() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(
         matches!(&report.results[0].1, RcptResult::Failed { reply } if reply.contains("554 5.7.1 message looks like spam"))
     );
@@ -993,13 +891,7 @@ async fn data_command_5xx_fails_accepted_recipients() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(
         matches!(&report.results[0].1, RcptResult::Failed { reply } if reply.ends_with("(in reply to DATA command)"))
     );
@@ -1014,13 +906,7 @@ async fn multi_line_final_reply_is_joined_with_slashes() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(
         report.results[0].1,
         RcptResult::Delivered {
@@ -1113,13 +999,7 @@ async fn malformed_reply_defers_instead_of_panicking() {
     .await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(
         matches!(&report.results[0].1, RcptResult::Deferred { reply } if reply.contains("malformed reply")),
         "{:?}",
@@ -1163,13 +1043,7 @@ async fn missing_queue_file_defers_without_connecting() {
         offset: 0,
     };
     let recipients = rcpts(&["ok@example.test"]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(
         matches!(&report.results[0].1, RcptResult::Deferred { reply } if reply.starts_with("local error"))
     );
@@ -1184,16 +1058,25 @@ async fn recipient_with_a_line_break_is_failed_and_never_sent() {
         "evil@example.test>\r\nRSET\r\nRCPT TO:<x@y",
         "ok@example.test",
     ]);
-    let report = deliver(
-        &config(),
-        &hop(vec![server.candidate()]),
-        &tx(&recipients),
-        &source,
-    )
-    .await;
+    let report = deliver_to(&server, &recipients, &source).await;
     assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
     assert!(matches!(report.results[1].1, RcptResult::Delivered { .. }));
     assert!(!server.received().commands.iter().any(|c| c == "RSET"));
+}
+
+/// Delivers `recipients` through `server`, the only candidate, with the default client settings.
+async fn deliver_to(
+    server: &FakeServer,
+    recipients: &[String],
+    source: &MessageSource,
+) -> DeliveryReport {
+    deliver(
+        &config(),
+        &hop(vec![server.candidate()]),
+        &tx(recipients),
+        source,
+    )
+    .await
 }
 
 async fn deliver_through(

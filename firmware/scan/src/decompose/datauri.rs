@@ -122,9 +122,9 @@ fn memchr_ci(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         last.to_ascii_uppercase(),
         haystack,
     )
-        .filter(|&end| end >= before)
-        .map(|end| end - before)
-        .find(|&start| haystack[start..start + needle.len()].eq_ignore_ascii_case(needle))
+    .filter(|&end| end >= before)
+    .map(|end| end - before)
+    .find(|&start| haystack[start..start + needle.len()].eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

@@ -379,8 +379,8 @@ impl Walker<'_> {
             return true;
         }
         // uuencoded files (x-uuencode parts, or inline in a text body) are members of the part.
-        let uuencoded =
-            matches!(true_type, FileType::Text) && memchr::memmem::find(&bytes, b"begin ").is_some();
+        let uuencoded = matches!(true_type, FileType::Text)
+            && memchr::memmem::find(&bytes, b"begin ").is_some();
         if uuencoded {
             if self.too_deep(depth, &path) {
                 return true;
