@@ -944,18 +944,14 @@ async fn transaction(
     let data_reply = if data_pipelined {
         let reply = conn.read_reply(limit).await;
         if !rcpts.any_accepted() {
-            // Every recipient was refused, so the server should refuse DATA as well. One that
-            // accepts it anyway gets a lone "." (RFC 2920, 3.1), and its answer is ignored.
-            return match reply {
-                Ok(reply) if reply.code == 354 => {
-                    let ended = conn.command(".\r\n", config.data_timeout).await.is_ok();
-                    TransactionOutcome {
-                        ended,
-                        ..rcpts.finish(ended)
-                    }
-                }
-                Ok(_) => rcpts.finish(true),
-                Err(_) => rcpts.finish(false),
+            // Every recipient was refused, so the server should refuse DATA as well.
+            return match end_unwanted_data(conn, reply, config.data_timeout).await {
+                UnwantedData::Refused => rcpts.finish(true),
+                UnwantedData::Ended => TransactionOutcome {
+                    ended: true,
+                    ..rcpts.finish(true)
+                },
+                UnwantedData::Broken => rcpts.finish(false),
             };
         }
         reply
@@ -1018,8 +1014,8 @@ async fn transaction(
 }
 
 /// After MAIL FROM was refused: reads the answers to the `rcpts` RCPT commands (and DATA, if
-/// it was sent) that travelled in the same pipelined write. A server that accepted DATA all the
-/// same gets a lone "." (RFC 2920, 3.1). Returns whether the session is still in step.
+/// it was sent, see [`end_unwanted_data`]) that travelled in the same pipelined write. Returns
+/// whether the session is still in step.
 async fn drain_pipelined(conn: &mut Connection, rcpts: usize, data: bool, limit: Duration) -> bool {
     for _ in 0..rcpts {
         if conn.read_reply(limit).await.is_err() {
@@ -1029,10 +1025,38 @@ async fn drain_pipelined(conn: &mut Connection, rcpts: usize, data: bool, limit:
     if !data {
         return true;
     }
-    match conn.read_reply(limit).await {
-        Ok(reply) if reply.code == 354 => conn.command(".\r\n", limit).await.is_ok(),
-        Ok(_) => true,
-        Err(_) => false,
+    let reply = conn.read_reply(limit).await;
+    !matches!(
+        end_unwanted_data(conn, reply, limit).await,
+        UnwantedData::Broken
+    )
+}
+
+/// What became of a DATA sent pipelined for a transaction that cannot go on.
+enum UnwantedData {
+    /// The server refused it, as it should: the session is in step.
+    Refused,
+    /// The server accepted it all the same and got a lone ".": the transaction is over.
+    Ended,
+    /// No usable answer: the session is out of step.
+    Broken,
+}
+
+/// Deals with `reply`, the answer to a DATA sent pipelined for a transaction whose MAIL or
+/// every RCPT was refused: a server that accepted it all the same gets a lone "." (RFC 2920,
+/// 3.1), whose answer is ignored.
+async fn end_unwanted_data(
+    conn: &mut Connection,
+    reply: Result<RemoteReply, Failure>,
+    dot_limit: Duration,
+) -> UnwantedData {
+    match reply {
+        Ok(reply) if reply.code == 354 => match conn.command(".\r\n", dot_limit).await {
+            Ok(_) => UnwantedData::Ended,
+            Err(_) => UnwantedData::Broken,
+        },
+        Ok(_) => UnwantedData::Refused,
+        Err(_) => UnwantedData::Broken,
     }
 }
 

@@ -458,12 +458,7 @@ async fn commands_wait_for_each_reply_without_pipelining() {
     let recipients = rcpts(&["a@example.test", "b@example.test"]);
     let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(server.received().mail_pipelined, vec![false]);
-    assert!(
-        report
-            .results
-            .iter()
-            .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
-    );
+    assert!(all_delivered(&report), "{:?}", report.results);
 }
 
 #[tokio::test]
@@ -473,12 +468,7 @@ async fn many_recipients_are_pipelined_in_batches_and_all_get_results() {
     let recipients: Vec<String> = (0..250).map(|i| format!("user{i}@example.test")).collect();
     let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(report.results.len(), 250);
-    assert!(
-        report
-            .results
-            .iter()
-            .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
-    );
+    assert!(all_delivered(&report), "{:?}", report.results);
     assert_eq!(
         server
             .received()
@@ -754,12 +744,7 @@ async fn mail_rcpt_and_data_travel_in_one_write_when_the_server_pipelines() {
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["a@example.test", "b@example.test"]);
     let report = deliver_to(&server, &recipients, &source).await;
-    assert!(
-        report
-            .results
-            .iter()
-            .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
-    );
+    assert!(all_delivered(&report), "{:?}", report.results);
     let seen = server.received();
     assert_eq!(seen.mail_pipelined, [true]);
     assert_eq!(seen.data_pipelined, [true]);
@@ -786,12 +771,7 @@ async fn data_is_not_pipelined_without_pipelining_or_past_the_first_batch_of_rec
     let recipients = rcpts(&many);
     let report = deliver_to(&server, &recipients, &source).await;
     assert_eq!(report.results.len(), PIPELINE_BATCH + 1);
-    assert!(
-        report
-            .results
-            .iter()
-            .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
-    );
+    assert!(all_delivered(&report), "{:?}", report.results);
     let seen = server.received();
     assert_eq!(seen.data_pipelined, [false]);
     assert_eq!(seen.bodies.len(), 1);
@@ -1062,6 +1042,14 @@ async fn recipient_with_a_line_break_is_failed_and_never_sent() {
     assert!(matches!(report.results[0].1, RcptResult::Failed { .. }));
     assert!(matches!(report.results[1].1, RcptResult::Delivered { .. }));
     assert!(!server.received().commands.iter().any(|c| c == "RSET"));
+}
+
+/// Whether every recipient of `report` was delivered.
+fn all_delivered(report: &DeliveryReport) -> bool {
+    report
+        .results
+        .iter()
+        .all(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
 }
 
 /// Delivers `recipients` through `server`, the only candidate, with the default client settings.
