@@ -184,6 +184,15 @@ struct PendingMessage {
     since: Instant,
 }
 
+impl Pending {
+    /// The buffered tracking of message `id`, started empty if there is none.
+    fn message(&mut self, id: &QueueId) -> &mut PendingMessage {
+        self.messages
+            .entry(id.clone())
+            .or_insert_with(PendingMessage::new)
+    }
+}
+
 impl PendingMessage {
     fn new() -> PendingMessage {
         PendingMessage {
@@ -256,10 +265,7 @@ impl Tracking {
     /// detail), so the queue and the gateway may both record a message without doubling it.
     pub fn record_message(&self, rec: &MessageRecord) {
         let mut pending = self.shared.pending();
-        let message = pending
-            .messages
-            .entry(rec.queue_id.clone())
-            .or_insert_with(PendingMessage::new);
+        let message = pending.message(&rec.queue_id);
         message.record = Some(match message.record.take() {
             Some(old) => merged(old, rec),
             None => rec.clone(),
@@ -268,23 +274,12 @@ impl Tracking {
 
     /// Adds an event to a message's record (creating a bare record if there is none).
     pub fn event(&self, id: &QueueId, ev: TrackEvent) {
-        let mut pending = self.shared.pending();
-        pending
-            .messages
-            .entry(id.clone())
-            .or_insert_with(PendingMessage::new)
-            .events
-            .push(ev);
+        self.shared.pending().message(id).events.push(ev);
     }
 
     /// Sets how a message ended.
     pub fn outcome(&self, id: &QueueId, outcome: Outcome) {
-        let mut pending = self.shared.pending();
-        pending
-            .messages
-            .entry(id.clone())
-            .or_insert_with(PendingMessage::new)
-            .outcome = Some(outcome);
+        self.shared.pending().message(id).outcome = Some(outcome);
     }
 
     /// Stores a finished SMTP session.
@@ -390,16 +385,8 @@ impl Shared {
             if pending.messages.is_empty() && pending.sessions.is_empty() {
                 return;
             }
-            let ids: Vec<QueueId> = pending
-                .messages
-                .iter()
-                .filter(|(_, m)| due(m))
-                .map(|(id, _)| id.clone())
-                .collect();
-            let messages: Vec<(QueueId, PendingMessage)> = ids
-                .into_iter()
-                .filter_map(|id| pending.messages.remove_entry(&id))
-                .collect();
+            let messages: Vec<(QueueId, PendingMessage)> =
+                pending.messages.extract_if(|_, m| due(m)).collect();
             (messages, std::mem::take(&mut pending.sessions))
         };
         for (id, message) in messages {
