@@ -912,9 +912,12 @@ impl Queue {
             // writer without a wait or a wake-up (written with the next round, synced like
             // every done record with a later one). Lost in a crash, it brings the message
             // back with its attempt record: delivered again and counted as a possible duplicate.
-            self.inner.cache.remove(id);
-            self.inner.schedule.forget(id);
-            self.logged().remove(id);
+            forget_in_memory(
+                &self.inner.cache,
+                &self.inner.schedule,
+                &self.inner.logged,
+                id,
+            );
             self.inner.writer.send(Job::Remove {
                 dir,
                 id: id.clone(),
@@ -931,9 +934,7 @@ impl Queue {
         // No sled flush: the file is gone for good, and an entry that outlives it in a crash is
         // removed as an orphan at the next start.
         let forget: Continuation = Box::new(move || {
-            cache.remove(&gone);
-            schedule.forget(&gone);
-            if lock_logged(&logged).remove(&gone).is_some() {
+            if forget_in_memory(&cache, &schedule, &logged, &gone) {
                 return Ok(());
             }
             entries
@@ -997,6 +998,19 @@ fn dir_of(kind: QueueKind) -> SpoolDir {
 }
 
 /// The map of logged entries, locked (plain data: a panic elsewhere cannot leave it half done).
+/// Drops a message that left the queue from the in-memory cache, schedule and logged entries;
+/// returns whether it was a logged message (then it has no entry in sled).
+fn forget_in_memory(
+    cache: &MessageCache,
+    schedule: &Schedule,
+    logged: &std::sync::Mutex<HashMap<QueueId, QueueEntry>>,
+    id: &QueueId,
+) -> bool {
+    cache.remove(id);
+    schedule.forget(id);
+    lock_logged(logged).remove(id).is_some()
+}
+
 fn lock_logged(
     logged: &std::sync::Mutex<HashMap<QueueId, QueueEntry>>,
 ) -> std::sync::MutexGuard<'_, HashMap<QueueId, QueueEntry>> {
