@@ -160,14 +160,10 @@ impl Reply {
                     out.push(b' ');
                 }
             }
-            if line.chars().any(char::is_control) {
-                let clean: String = line
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
-                out.extend_from_slice(clean.as_bytes());
-            } else {
-                out.extend_from_slice(line.as_bytes());
+            let mut utf8 = [0; 4];
+            for c in line.chars() {
+                let c = if c.is_control() { ' ' } else { c };
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
             }
             out.extend_from_slice(b"\r\n");
         }
