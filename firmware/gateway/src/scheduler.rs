@@ -213,7 +213,12 @@ impl Scheduler {
         // hand-off per message, and catching the panic here contains it just the same.
         let attempt = catch_panic(self.clone().attempt(entry));
         let failure = match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(())) => None,
+            Ok(Ok(ended)) => {
+                if let Some((entry, what)) = ended {
+                    self.store_result(entry, what).await;
+                }
+                None
+            }
             Ok(Err(Panicked)) => Some("processing panicked".to_string()),
             Err(_) => Some(format!(
                 "processing took longer than {}",
@@ -224,6 +229,17 @@ impl Scheduler {
             self.record_crash(before, &reason).await;
         }
         self.finish(&id);
+    }
+
+    /// Stores what an attempt left (see [`Scheduler::attempt`]): in this task, outside the
+    /// attempt's time limit, so the store is never cut off half-way and needs no task of its own.
+    async fn store_result(&self, entry: QueueEntry, what: &str) {
+        let id = entry.id.clone();
+        match catch_panic(self.shared.queue.end_attempt_here(entry)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(queue_id = %id, error = %e, "{what}"),
+            Err(Panicked) => tracing::error!(queue_id = %id, "{what}: the store panicked"),
+        }
     }
 
     fn finish(&self, id: &QueueId) {
@@ -292,8 +308,10 @@ impl Scheduler {
             .clone()
     }
 
-    /// One delivery attempt of one message: every recipient not yet final is tried once.
-    async fn attempt(self: Arc<Self>, mut entry: QueueEntry) {
+    /// One delivery attempt of one message: every recipient not yet final is tried once. Returns
+    /// the entry to store (with what to log if storing fails), which the caller stores outside
+    /// the attempt's time limit; `None` when there is nothing to store.
+    async fn attempt(self: Arc<Self>, mut entry: QueueEntry) -> Option<(QueueEntry, &'static str)> {
         if fault::requested(Fault::PanicInDelivery, entry.subject.as_deref()) {
             panic!("injected fault: panic while delivering {}", entry.id);
         }
@@ -306,20 +324,14 @@ impl Scheduler {
                 ScanOutcome::Done => {
                     // Dropped, quarantined, held or replaced by a rewritten copy: clear the
                     // attempt mark on whatever is left (nothing, or the held entry).
-                    if let Err(e) = self.shared.queue.end_attempt(entry.clone()).await {
-                        tracing::error!(queue_id = %entry.id, error = %e, "cannot record the scan result");
-                    }
-                    return;
+                    return Some((entry, "cannot record the scan result"));
                 }
                 ScanOutcome::Failed(reason) => {
                     let q = &self.shared.snapshot().config.queue;
                     entry.last_error = Some(reason);
                     entry.next_attempt = Utc::now()
                         + chrono_duration(retry_delay(&q.retry_schedule, entry.attempts + 1));
-                    if let Err(e) = self.shared.queue.end_attempt(entry.clone()).await {
-                        tracing::error!(queue_id = %entry.id, error = %e, "cannot record the failed scan");
-                    }
-                    return;
+                    return Some((entry, "cannot record the failed scan"));
                 }
             }
         }
@@ -342,7 +354,7 @@ impl Scheduler {
             None => {
                 let Some((path, offset)) = self.shared.queue.message_path(&entry.id) else {
                     tracing::warn!(queue_id = %entry.id, "spool file vanished during delivery");
-                    return;
+                    return None;
                 };
                 MessageSource::Spool { path, offset }
             }
@@ -491,7 +503,7 @@ impl Scheduler {
                 entry.recipients[i].status = status;
             }
         }
-        self.conclude(entry, &snap.config, &attempted).await;
+        Some(self.conclude(entry, &snap.config, &attempted).await)
     }
 
     /// Scans a message that was queued without a verdict and applies it. A reject is a drop
@@ -521,7 +533,13 @@ impl Scheduler {
     }
 
     /// Turns the recipients' states into the next step: done, retry, delay notice or bounce.
-    async fn conclude(&self, mut entry: QueueEntry, config: &Config, attempted: &[usize]) {
+    /// Returns the entry to store and what to log if storing fails.
+    async fn conclude(
+        &self,
+        mut entry: QueueEntry,
+        config: &Config,
+        attempted: &[usize],
+    ) -> (QueueEntry, &'static str) {
         let now = Utc::now();
         let age = (now - entry.envelope.received_at)
             .to_std()
@@ -622,10 +640,7 @@ impl Scheduler {
                 .count();
             tracing::info!(queue_id = %entry.id, delivered, total = entry.recipients.len(), "message done; removed from queue");
         }
-        let id = entry.id.clone();
-        if let Err(e) = self.shared.queue.end_attempt(entry).await {
-            tracing::error!(queue_id = %id, error = %e, "cannot record delivery results");
-        }
+        (entry, "cannot record delivery results")
     }
 }
 
