@@ -221,6 +221,13 @@ impl Connection {
         if self.flush(limit).await.is_err() {
             return;
         }
+        if let Transport::Plain(stream) = &self.transport
+            && nothing_unread(stream)
+        {
+            // Nothing for a reset to be about: dropping the socket sends a plain FIN, and
+            // there is no need to wait for the client's (as Postfix's smtpd does after QUIT).
+            return;
+        }
         if tokio::time::timeout(limit, self.transport.shutdown())
             .await
             .is_err()
@@ -238,5 +245,17 @@ impl Connection {
             }
         };
         let _ = tokio::time::timeout(LINGER_TIME.min(limit), drain).await;
+    }
+}
+
+/// Whether the kernel holds no unread input for `stream` (or the client has closed its side), so
+/// that closing it now cannot make the kernel answer with a reset. Asks the socket itself (a
+/// non-blocking peek), not tokio's idea of its readiness, which may lag behind.
+fn nothing_unread(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    match socket2::SockRef::from(stream).peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }
