@@ -1621,3 +1621,37 @@ async fn transcript_summarizes_each_bdat_chunk() {
         ]
     );
 }
+
+#[tokio::test]
+async fn after_quit_with_nothing_unread_the_session_ends_without_waiting_for_the_client() {
+    let h = start(test_config()).await;
+    let mut c = Client::greeted(h.addr).await;
+    assert_eq!(
+        c.command("QUIT").await,
+        "221 2.0.0 mx.test closing connection"
+    );
+    assert!(c.is_closed().await);
+    // The client keeps its side open. Waiting for its FIN would hold the session for the
+    // linger time (1 s); nothing was unread, so the server closes and the session ends at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while !h.handler.closed().iter().any(|s| s.end == SessionEnd::Quit) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session waited for the client to close"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(c);
+}
+
+#[tokio::test]
+async fn input_after_quit_does_not_turn_the_221_into_a_reset() {
+    let h = start(test_config()).await;
+    let mut c = Client::greeted(h.addr).await;
+    // A client that keeps talking after QUIT: closing with its input unread would make the
+    // kernel send a reset, which can destroy the 221 before the client reads it.
+    c.send(b"QUIT\r\nNOOP\r\nNOOP\r\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.reply().await, "221 2.0.0 mx.test closing connection");
+    assert!(c.is_closed().await);
+}
