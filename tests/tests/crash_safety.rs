@@ -104,6 +104,9 @@ fn every_acknowledged_message_is_delivered_despite_repeated_kill_9() {
         // A message in flight at every kill would otherwise be held as a suspect after 3 crashes;
         // this test is about losing mail, not about the suspect policy.
         .set("queue.suspect_after_crashes", 1000)
+        // Small log segments, so that the load runs through several prepared (zero-filled)
+        // segments and the kills land in them too.
+        .set("queue.log_segment_mib", 1)
         .set("delivery.max_connections", 20)
         .set("delivery.max_per_destination", 10);
     let mut gateway = Daemon::start(config);
@@ -218,14 +221,23 @@ fn every_acknowledged_message_is_delivered_despite_repeated_kill_9() {
                 .and_then(|n| n.parse::<u32>().ok())
         })
         .sum();
+    let prepared_segments = gateway
+        .log()
+        .lines()
+        .filter(|line| line.contains("log segment started") && line.contains("prepared=true"))
+        .count();
     report!(
         "crash-safety: kills={kills} acked={} delivered_unique={} duplicates={duplicates} \
          (of one sending: {gateway_duplicates}, counted by the gateway: {counted}; the rest sent \
          again by the client after a lost 250) delivered_but_unacked={unacked_delivered} lost={} \
-         peak_rss_of_last_run={peak_rss}",
+         prepared_log_segments={prepared_segments} peak_rss_of_last_run={peak_rss}",
         acked.len(),
         deliveries.len(),
         lost.len()
+    );
+    assert!(
+        prepared_segments > 0,
+        "no prepared log segment was used: the test does not cover them"
     );
     assert!(
         gateway_duplicates <= counted,

@@ -133,6 +133,7 @@ pub async fn run(
             fsync: config.queue.fsync,
             suspect_after_crashes: config.queue.suspect_after_crashes,
             message_cache_bytes: config.queue.message_cache_bytes,
+            log_segment_bytes: config.queue.log_segment_mib * 1024 * 1024,
         },
     )?;
     if !config.queue.fsync {

@@ -540,6 +540,8 @@ pub struct QueueSection {
     /// Bytes of recently received messages kept in memory for scanning and delivery (the spool
     /// file stays the truth; a message not in memory is read from it).
     pub message_cache_bytes: usize,
+    /// Size of a message log segment in MiB.
+    pub log_segment_mib: u64,
 }
 
 /// `[delivery]`
@@ -713,6 +715,7 @@ impl Default for QueueSection {
             poll_interval: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(30 * 60),
             message_cache_bytes: 64 * 1024 * 1024,
+            log_segment_mib: 32,
         }
     }
 }
@@ -915,6 +918,12 @@ impl Config {
             "queue.suspect_after_crashes",
             self.queue.suspect_after_crashes as u64,
         )?;
+        if !(1..=1024).contains(&self.queue.log_segment_mib) {
+            return Err(bad(
+                "queue.log_segment_mib",
+                format!("must be 1 to 1024, not {}", self.queue.log_segment_mib),
+            ));
+        }
         if self.queue.poll_interval.is_zero() {
             return Err(bad("queue.poll_interval", "must be greater than 0".into()));
         }
@@ -1355,6 +1364,23 @@ mod tests {
     fn zero_limit_is_rejected_with_its_key() {
         let e = parse("[smtp]\nmax_sessions = 0\n").unwrap_err().to_string();
         assert!(e.contains("smtp.max_sessions"), "{e}");
+    }
+
+    #[test]
+    fn log_segment_size_outside_1_to_1024_mib_is_rejected_with_its_key() {
+        for bad in ["0", "1025"] {
+            let e = parse(&format!("[queue]\nlog_segment_mib = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("queue.log_segment_mib"), "{e}");
+        }
+        assert_eq!(
+            parse("[queue]\nlog_segment_mib = 1\n")
+                .unwrap()
+                .queue
+                .log_segment_mib,
+            1
+        );
     }
 
     #[test]

@@ -31,6 +31,19 @@
 //! does not check out (a write cut short by a crash). A segment is deleted when it and every
 //! older segment hold no live message: a done record always lies in the same segment as its
 //! message or a newer one, so deleting oldest first can never bring a finished message back.
+//!
+//! **Prepared segments.** Appending to a file makes every `fdatasync` write the file's size and
+//! its newly allocated blocks as well as the data: on ext4 that was three writes to the disk and
+//! a cache flush per sync instead of one write and a flush, and about 60 % more time per sync.
+//! So once the current segment is half full, a thread of its own prepares the next one:
+//! `next.prep` is filled with zeros to the segment size and synced, and the writer later renames
+//! it to the segment's name (syncing the directory, as for any new segment). Records then
+//! overwrite blocks that already exist in a file whose size does not change, and a sync writes
+//! only them. A segment that is not ready in time (or could not be prepared: the disk has less
+//! than four segments' worth free, a write failed) starts as an empty file as before. Reading
+//! stops at the first bytes that are not a record, so a prepared segment's unused zeros read
+//! like the end of the file; a prepared segment is kept while it is current even when nothing in
+//! it lives any more, since its space is taken either way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -45,10 +58,14 @@ use crate::id::QueueId;
 pub(crate) const RECORD_MAGIC: [u8; 4] = *b"PQL1";
 /// Bytes before the payload.
 pub(crate) const HEADER_LEN: usize = 32;
-/// A segment this large gets no more records; the next round starts a new one.
+/// A segment this large gets no more records; the next round starts a new one (the default of
+/// `QueueConfig::log_segment_bytes`).
 pub(crate) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Largest payload a record may have; larger messages get a spool file of their own.
 pub(crate) const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+/// The name of the segment being prepared (see the module docs).
+const PREPARED_NAME: &str = "next.prep";
 
 const KIND_MESSAGE: u8 = 1;
 const KIND_DONE: u8 = 2;
@@ -139,11 +156,12 @@ impl LogIndex {
 
     /// Takes out the oldest segments that hold no live message, up to (not including) the first
     /// one that does; the caller deletes them.
-    fn take_deletable(&self) -> Vec<u64> {
+    /// `keep` (the current segment, if it is to stay) is never taken.
+    fn take_deletable(&self, keep: Option<u64>) -> Vec<u64> {
         let mut inner = self.lock();
         let mut gone = Vec::new();
         while let Some((&segment, &live)) = inner.live.first_key_value() {
-            if live > 0 {
+            if live > 0 || Some(segment) == keep {
                 break;
             }
             inner.live.remove(&segment);
@@ -230,6 +248,13 @@ pub(crate) struct LogWriter {
     fsync: bool,
     next_segment: u64,
     current: Option<Current>,
+    /// A segment this large gets no more records ([`SEGMENT_BYTES`]; smaller in tests).
+    segment_bytes: u64,
+    /// The next segment, being prepared or ready (see the module docs).
+    preparing: Option<std::thread::JoinHandle<io::Result<File>>>,
+    /// The segment during which preparing the next one was declined (too little free space):
+    /// not asked again until the next segment.
+    declined: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -237,6 +262,8 @@ struct Current {
     segment: u64,
     file: File,
     len: u64,
+    /// Made from a prepared file: zero-filled to the segment size.
+    prepared: bool,
 }
 
 impl LogWriter {
@@ -247,13 +274,28 @@ impl LogWriter {
         next_segment: u64,
         fsync: bool,
     ) -> LogWriter {
+        // A preparation the last process did not finish, or did not use.
+        if let Err(e) = fs::remove_file(dir.join(PREPARED_NAME))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old prepared log segment");
+        }
         LogWriter {
             dir: dir.to_path_buf(),
             index,
             fsync,
             next_segment,
             current: None,
+            segment_bytes: SEGMENT_BYTES,
+            preparing: None,
+            declined: None,
         }
+    }
+
+    /// Segments of `bytes` instead of [`SEGMENT_BYTES`] (at least 64 KiB).
+    pub(crate) fn with_segment_bytes(mut self, bytes: u64) -> LogWriter {
+        self.segment_bytes = bytes.max(64 * 1024);
+        self
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -268,14 +310,26 @@ impl LogWriter {
     /// is none or it is full. Returns the segment and the offset `buf` starts at. After an error
     /// the segment is abandoned: what follows goes to a new one.
     pub(crate) fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
-        if self.current.as_ref().is_none_or(|c| c.len >= SEGMENT_BYTES) {
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.len >= self.segment_bytes)
+        {
             self.start_segment()?;
         }
         let current = self.current.as_mut().expect("a segment was just started");
         let at = (current.segment, current.len);
-        match current.file.write_all(buf) {
+        match current.file.write_all_at(buf, current.len) {
             Ok(()) => {
                 current.len += buf.len() as u64;
+                let segment = current.segment;
+                if self.fsync
+                    && self.preparing.is_none()
+                    && self.declined != Some(segment)
+                    && current.len >= self.segment_bytes / 2
+                {
+                    self.prepare_next(segment);
+                }
                 Ok(at)
             }
             Err(e) => {
@@ -313,28 +367,105 @@ impl LogWriter {
     fn start_segment(&mut self) -> io::Result<()> {
         let segment = self.next_segment;
         self.next_segment += 1;
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(segment_path(&self.dir, segment))?;
+        let path = segment_path(&self.dir, segment);
+        let renamed = self.take_prepared().and_then(|file| {
+            let prep = self.dir.join(PREPARED_NAME);
+            match fs::rename(&prep, &path) {
+                Ok(()) => Some(file),
+                Err(e) => {
+                    tracing::warn!(file = %prep.display(), error = %e, "cannot use the prepared log segment; starting an empty one");
+                    let _ = fs::remove_file(&prep);
+                    None
+                }
+            }
+        });
+        let (file, prepared) = match renamed {
+            Some(file) => (file, true),
+            None => (
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?,
+                false,
+            ),
+        };
         // The new name must be durable before anything acknowledged lives in the file.
         if self.fsync {
             File::open(&self.dir)?.sync_all()?;
         }
+        tracing::info!(segment = %path.display(), prepared, "log segment started");
         self.index.add_segment(segment);
         self.current = Some(Current {
             segment,
             file,
             len: 0,
+            prepared,
         });
         Ok(())
+    }
+
+    /// Starts preparing the next segment on a thread of its own, if the disk has room to spare.
+    fn prepare_next(&mut self, current: u64) {
+        let room = 4 * self.segment_bytes;
+        match free_bytes(&self.dir) {
+            Ok(free) if free >= room => {}
+            Ok(free) => {
+                tracing::debug!(
+                    free,
+                    "little free space: the next log segment is not prepared"
+                );
+                self.declined = Some(current);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the free space: the next log segment is not prepared");
+                self.declined = Some(current);
+                return;
+            }
+        }
+        let path = self.dir.join(PREPARED_NAME);
+        let size = self.segment_bytes;
+        let thread = std::thread::Builder::new()
+            .name("log-prepare".into())
+            .spawn(move || prepare_segment(&path, size));
+        match thread {
+            Ok(handle) => self.preparing = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "cannot start preparing the next log segment"),
+        }
+    }
+
+    /// The prepared segment, if one is ready; one still being prepared stays for the next turn.
+    fn take_prepared(&mut self) -> Option<File> {
+        if !self.preparing.as_ref()?.is_finished() {
+            return None;
+        }
+        let path = self.dir.join(PREPARED_NAME);
+        match self.preparing.take()?.join() {
+            Ok(Ok(file)) => Some(file),
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the preparing thread panicked".to_string(),
+                };
+                tracing::warn!(file = %path.display(), %error, "could not prepare the next log segment; starting an empty one");
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
     }
 
     /// Deletes the oldest segments that no longer hold a live message (see the module docs for
     /// why only oldest first), the current one too when nothing lives in any segment: the space
     /// of delivered mail is given back at once. Returns how many were deleted.
     pub(crate) fn collect_garbage(&mut self) -> usize {
-        let gone = self.index.take_deletable();
+        // A prepared segment stays while it is current: its space is taken either way, and
+        // preparing another costs a segment's worth of writes.
+        let keep = self
+            .current
+            .as_ref()
+            .filter(|c| c.prepared)
+            .map(|c| c.segment);
+        let gone = self.index.take_deletable(keep);
         if let Some(current) = &self.current
             && gone.contains(&current.segment)
         {
@@ -357,6 +488,38 @@ impl LogWriter {
         }
         gone.len()
     }
+}
+
+/// Fills `path` with `size` zero bytes and syncs it: a segment whose blocks and size are on disk
+/// before any record is written to it.
+fn prepare_segment(path: &Path, size: u64) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Bytes an unprivileged process may still write on the file system of `dir`.
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a plain struct statvfs fills in.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
 /// What reading the log at start-up found.
@@ -389,6 +552,8 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scanned> {
         let name = item.file_name().to_string_lossy().into_owned();
         match parse_segment_name(&name) {
             Some(segment) => scanned.segments.push(segment),
+            // Holds no records; the writer removes it.
+            None if name == PREPARED_NAME => {}
             None => {
                 tracing::warn!(file = %item.path().display(), "file in the log directory is not a segment; ignored")
             }
@@ -446,6 +611,8 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scanned> {
                     if more {
                         tracing::error!(segment = %path.display(), offset = at, "log segment is damaged: records follow one that does not check out; they are not read");
                         scanned.damaged.push(segment);
+                    } else if rest.iter().all(|&b| b == 0) {
+                        // The unused rest of a prepared segment.
                     } else {
                         tracing::warn!(segment = %path.display(), offset = at, bytes = rest.len(), "log segment ends with an incomplete record (a write cut short); ignored");
                     }
@@ -650,7 +817,116 @@ mod tests {
         let index = LogIndex::default();
         index.pin_segment(7);
         index.add_segment(8);
-        assert!(index.take_deletable().is_empty());
+        assert!(index.take_deletable(None).is_empty());
+    }
+
+    /// Appends one message record of `size` payload bytes and indexes it as live.
+    fn append_live(log: &mut LogWriter, size: usize) -> QueueId {
+        let id = QueueId::generate();
+        let mut buf = Vec::new();
+        let payload = encode_message(&mut buf, &id, &[&vec![b'm'; size]]);
+        let (segment, base) = log.append(&buf).unwrap();
+        log.sync().unwrap();
+        log.index.insert(
+            id.clone(),
+            LogPos {
+                segment,
+                payload: base + payload as u64,
+                len: size as u32,
+            },
+        );
+        id
+    }
+
+    fn wait_prepared(log: &LogWriter) {
+        let started = std::time::Instant::now();
+        while !log.preparing.as_ref().expect("preparing").is_finished() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_next_segment_is_prepared_once_the_current_one_is_half_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = writer(dir.path());
+        log.segment_bytes = 64 * 1024;
+        let first = append_live(&mut log, 20 * 1024);
+        assert!(log.preparing.is_none(), "prepared before half full");
+        assert!(!log.current.as_ref().unwrap().prepared);
+        let second = append_live(&mut log, 20 * 1024);
+        wait_prepared(&log);
+        let prep = dir.path().join(PREPARED_NAME);
+        assert_eq!(std::fs::metadata(&prep).unwrap().len(), 64 * 1024);
+        // The scan of a directory with a prepared file reads no segment from it.
+        assert_eq!(scan(dir.path()).unwrap().segments.len(), 1);
+
+        // This one fills the first segment; the next record goes to the prepared one.
+        let filler = append_live(&mut log, 30 * 1024);
+        assert!(!log.current.as_ref().unwrap().prepared);
+        let third = append_live(&mut log, 30 * 1024);
+        let current = log.current.as_ref().unwrap();
+        assert!(current.prepared, "the new segment was not the prepared one");
+        assert!(!prep.exists());
+        let path = segment_path(dir.path(), current.segment);
+        // Written into, not appended to: the size is the prepared one.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 * 1024);
+
+        let scanned = scan(dir.path()).unwrap();
+        let live: Vec<_> = scanned.messages.keys().cloned().collect();
+        let mut expected = vec![first, second, filler, third.clone()];
+        expected.sort();
+        assert_eq!(live, expected);
+        assert!(scanned.damaged.is_empty());
+        let pos = scanned.messages[&third];
+        assert_eq!(pos.segment, current.segment);
+        assert_eq!(
+            read_payload(dir.path(), pos).unwrap(),
+            vec![b'm'; 30 * 1024]
+        );
+    }
+
+    #[test]
+    fn a_prepared_current_segment_stays_when_nothing_in_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = writer(dir.path());
+        log.segment_bytes = 64 * 1024;
+        let mut ids = vec![append_live(&mut log, 40 * 1024)];
+        wait_prepared(&log);
+        ids.push(append_live(&mut log, 30 * 1024));
+        ids.push(append_live(&mut log, 30 * 1024));
+        let current = log.current.as_ref().unwrap().segment;
+        assert!(log.current.as_ref().unwrap().prepared);
+        for id in &ids {
+            log.index.remove(id);
+        }
+        // The old segment goes; the prepared current one stays and takes the next records.
+        assert_eq!(log.collect_garbage(), 1);
+        assert!(segment_path(dir.path(), current).exists());
+        let (segment, at) = log.append(b"x").unwrap();
+        assert_eq!(segment, current);
+        assert!(at > 30 * 1024);
+    }
+
+    #[test]
+    fn a_left_over_prepared_file_is_ignored_by_the_scan_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let prep = dir.path().join(PREPARED_NAME);
+        std::fs::write(&prep, vec![0u8; 4096]).unwrap();
+        let scanned = scan(dir.path()).unwrap();
+        assert!(scanned.segments.is_empty());
+        assert_eq!(scanned.next_segment, 1);
+        let _log = writer(dir.path());
+        assert!(!prep.exists());
+    }
+
+    #[test]
+    fn no_segment_is_prepared_without_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogWriter::new(dir.path(), Arc::new(LogIndex::default()), 1, false);
+        log.segment_bytes = 64 * 1024;
+        append_live(&mut log, 40 * 1024);
+        assert!(log.preparing.is_none());
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct QueueConfig {
     pub suspect_after_crashes: u32,
     /// Bytes of recently committed messages kept in memory for scanning and delivery.
     pub message_cache_bytes: usize,
+    /// Size of a message log segment (see `log.rs`): the log takes up to two of them on disk
+    /// while mail flows.
+    pub log_segment_bytes: u64,
 }
 
 impl Default for QueueConfig {
@@ -47,6 +50,7 @@ impl Default for QueueConfig {
             fsync: true,
             suspect_after_crashes: 3,
             message_cache_bytes: 64 * 1024 * 1024,
+            log_segment_bytes: crate::log::SEGMENT_BYTES,
         }
     }
 }
@@ -156,7 +160,8 @@ impl Queue {
             log_state.index,
             log_state.next_segment,
             config.fsync,
-        );
+        )
+        .with_segment_bytes(config.log_segment_bytes);
         let segments_deleted = log.collect_garbage();
         let writer =
             SpoolWriter::start("spool-writer", &layout, db.clone(), config.fsync, Some(log))?;
