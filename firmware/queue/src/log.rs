@@ -356,6 +356,16 @@ impl LogWriter {
         })
     }
 
+    /// The path of segment `segment`.
+    pub(crate) fn path_of(&self, segment: u64) -> PathBuf {
+        segment_path(&self.dir, segment)
+    }
+
+    /// The current segment, if there is one.
+    pub(crate) fn current_segment(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.segment)
+    }
+
     /// The path of the current segment (for error messages).
     pub(crate) fn current_path(&self) -> PathBuf {
         match &self.current {

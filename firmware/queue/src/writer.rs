@@ -490,8 +490,10 @@ impl Round {
                 && let Some(log) = self.log.as_mut()
             {
                 self.unsynced = false;
-                let path = log.current_path();
+                // Named before the sync: a failed sync abandons the segment.
+                let segment = log.current_segment();
                 if let Err(e) = log.sync() {
+                    let path = segment.map_or_else(|| log.dir().to_path_buf(), |s| log.path_of(s));
                     tracing::error!(segment = %path.display(), error = %e, "cannot sync the message log");
                     log_failure = Some((e.kind(), e.to_string(), path));
                 }

@@ -264,7 +264,7 @@ impl<H: MailHandler> Server<H> {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.admit(stream, peer, &mut sessions, &shutdown, &abort),
+                    Ok((stream, peer)) => self.admit(stream, peer, listen, &mut sessions, &shutdown, &abort),
                     Err(e) => {
                         // Typically out of file descriptors: back off instead of spinning on the error.
                         warn!(error = %e, "accepting an SMTP connection failed");
@@ -296,13 +296,18 @@ impl<H: MailHandler> Server<H> {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        listen: Option<SocketAddr>,
         sessions: &mut JoinSet<()>,
         shutdown: &CancellationToken,
         abort: &CancellationToken,
     ) {
         let config = self.config.borrow().clone();
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
+        // A listener bound to one address accepts only on it: no need to ask the socket.
+        let local = match listen {
+            Some(addr) if !addr.ip().is_unspecified() => addr,
+            _ => stream.local_addr().unwrap_or(peer),
+        };
         let info = SessionInfo {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             peer,
