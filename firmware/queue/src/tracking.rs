@@ -5,7 +5,9 @@
 //!
 //! Trees: `tracking` (queue id → MessageRecord), `tracking_events` (queue id + time + sequence →
 //! TrackEvent), `tracking_outcomes` (queue id → Outcome), `tracking_by_time` (received time + id →
-//! ()), `sessions` (end time + session id → SessionRecord).
+//! ()), `sessions` (end time of the newest + sequence → up to [`SESSIONS_PER_ROW`] SessionRecords,
+//! oldest first; rows written before there were several per row are keyed by end time + session
+//! id and hold one SessionRecord).
 //!
 //! **Written behind.** Recording only updates an in-memory buffer; a thread of the log's own
 //! writes it to sled every [`FLUSH_INTERVAL`]. A message stays in the buffer until it has an
@@ -128,6 +130,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long a message without an outcome stays in the buffer at most.
 pub const MAX_PENDING_AGE: Duration = Duration::from_secs(1);
+
+/// Sessions stored in one row of the `sessions` tree: a session costs no insert of its own (a
+/// busy gateway ends as many sessions as it receives messages), and a row stays small.
+pub const SESSIONS_PER_ROW: usize = 32;
 
 /// Buffered messages beyond which the next write takes all of them, outcome or not.
 const MAX_PENDING_MESSAGES: usize = 20_000;
@@ -323,18 +329,30 @@ impl Tracking {
     /// The most recently ended sessions, newest first.
     pub fn recent_sessions(&self, limit: usize) -> Vec<SessionRecord> {
         self.flush();
-        self.shared
+        let mut sessions = Vec::new();
+        for (_, value) in self
+            .shared
             .sessions
             .iter()
             .rev()
             .filter_map(|item| item.ok())
-            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
-            .take(limit)
-            .collect()
+        {
+            // Rows are ordered by their newest session, and the rows of two writes may overlap
+            // in time: one row past the limit is enough to sort the limit right.
+            let enough = sessions.len() >= limit;
+            sessions.extend(session_row(&value));
+            if enough {
+                break;
+            }
+        }
+        sessions.sort_by_key(|s: &SessionRecord| std::cmp::Reverse(s.ended));
+        sessions.truncate(limit);
+        sessions
     }
 
-    /// Drops message records received and sessions ended before `cutoff`; returns how many
-    /// records went. The log has no size limit of its own, so the gateway calls this periodically.
+    /// Drops message records received and sessions ended before `cutoff` (sessions by the row:
+    /// a row goes once its newest session ended before `cutoff`); returns how many records went.
+    /// The log has no size limit of its own, so the gateway calls this periodically.
     pub fn prune_before(&self, cutoff: DateTime<Utc>) -> usize {
         self.flush();
         self.shared.prune_before(cutoff)
@@ -392,9 +410,7 @@ impl Shared {
         for (id, message) in messages {
             self.write_message(&id, message);
         }
-        for session in sessions {
-            self.store_session(&session);
-        }
+        self.store_sessions(sessions);
     }
 
     fn write_message(&self, id: &QueueId, message: PendingMessage) {
@@ -461,19 +477,25 @@ impl Shared {
         self.log_failure(result.map(drop), id, "record outcome");
     }
 
-    fn store_session(&self, rec: &SessionRecord) {
-        let mut key = time_key(rec.ended).to_vec();
-        key.extend_from_slice(&rec.session_id.to_be_bytes());
-        let result = serde_json::to_vec(rec)
-            .map_err(|e| e.to_string())
-            .and_then(|value| {
-                self.sessions
-                    .insert(key, value)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(error) = result {
-            tracing::warn!(session_id = rec.session_id, %error, "could not write the session to the tracking log");
+    /// Stores sessions [`SESSIONS_PER_ROW`] to a row, oldest first, each row keyed by the end
+    /// time of its newest session.
+    fn store_sessions(&self, mut sessions: Vec<SessionRecord>) {
+        sessions.sort_by_key(|s| s.ended);
+        for row in sessions.chunks(SESSIONS_PER_ROW) {
+            let newest = row.last().expect("chunks are not empty");
+            let mut key = time_key(newest.ended).to_vec();
+            key.extend_from_slice(&self.sequence.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            let result = serde_json::to_vec(row)
+                .map_err(|e| e.to_string())
+                .and_then(|value| {
+                    self.sessions
+                        .insert(key, value)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(error) = result {
+                tracing::warn!(sessions = row.len(), %error, "could not write sessions to the tracking log");
+            }
         }
     }
 
@@ -564,8 +586,9 @@ impl Shared {
             .filter_map(|k| k.ok())
             .collect();
         for key in old {
-            let _ = self.sessions.remove(&key);
-            removed += 1;
+            if let Ok(Some(row)) = self.sessions.remove(&key) {
+                removed += session_row(&row).len();
+            }
         }
         removed
     }
@@ -580,6 +603,16 @@ impl Shared {
             tracing::warn!(queue_id = %id, %error, "tracking log: could not {what}");
         }
     }
+}
+
+/// The sessions of one row of the `sessions` tree, newest first: a list, or a single session in
+/// a row written before rows held several.
+fn session_row(value: &[u8]) -> Vec<SessionRecord> {
+    let mut row = serde_json::from_slice::<Vec<SessionRecord>>(value)
+        .or_else(|_| serde_json::from_slice::<SessionRecord>(value).map(|one| vec![one]))
+        .unwrap_or_default();
+    row.reverse();
+    row
 }
 
 /// `new`'s fields, with `old`'s events followed by those of `new` that are not there yet (same
@@ -786,6 +819,66 @@ mod tests {
         assert_eq!(ids, [2, 1]);
         let raw = tracking.shared.sessions.iter().next().unwrap().unwrap().1;
         assert!(serde_json::from_slice::<serde_json::Value>(&raw).is_ok());
+    }
+
+    fn session(id: u64, ended: DateTime<Utc>) -> SessionRecord {
+        SessionRecord {
+            session_id: id,
+            started: ended,
+            ended,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            helo: None,
+            tls: None,
+            messages: 1,
+            rejected: 0,
+            end: "quit".into(),
+        }
+    }
+
+    #[test]
+    fn many_sessions_share_a_row_and_read_back_newest_first_across_rows_and_old_rows() {
+        let (_dir, tracking) = tracking();
+        let base = Utc::now() - chrono::Duration::hours(2);
+        // A row of the old format: one session, keyed by end time + session id.
+        let old = session(1000, base - chrono::Duration::minutes(1));
+        let mut key = time_key(old.ended).to_vec();
+        key.extend_from_slice(&old.session_id.to_be_bytes());
+        tracking
+            .shared
+            .sessions
+            .insert(key, serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        // Two writes whose sessions interleave in time, recorded out of order within a write.
+        let n = SESSIONS_PER_ROW as u64 + 5;
+        for id in (0..n).rev() {
+            tracking.record_session(&session(
+                id,
+                base + chrono::Duration::seconds(2 * id as i64),
+            ));
+        }
+        tracking.flush();
+        tracking.record_session(&session(500, base + chrono::Duration::seconds(3)));
+        tracking.flush();
+        // 1 old row, 2 rows for the first write (32 + 5), 1 for the second.
+        assert_eq!(tracking.shared.sessions.len(), 4);
+
+        let all = tracking.recent_sessions(1000);
+        assert_eq!(all.len() as u64, n + 2);
+        assert!(all.windows(2).all(|w| w[0].ended >= w[1].ended));
+        assert_eq!(all.last().unwrap().session_id, 1000);
+        let newest: Vec<u64> = tracking
+            .recent_sessions(3)
+            .iter()
+            .map(|s| s.session_id)
+            .collect();
+        assert_eq!(newest, [n - 1, n - 2, n - 3]);
+
+        // Pruning goes by row: the old row, the second write's row (newest at 3 s) and the
+        // first write's first row (newest at 62 s) are before 70 s; the last row (64 to 72 s)
+        // stays whole.
+        let pruned = tracking.prune_before(base + chrono::Duration::seconds(70));
+        assert_eq!(pruned, 1 + 1 + SESSIONS_PER_ROW);
+        assert_eq!(tracking.recent_sessions(1000).len(), 5);
     }
 
     #[test]
