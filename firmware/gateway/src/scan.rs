@@ -8,7 +8,9 @@
 //!
 //! A message is read once, taken apart once ([`portcullis_scan::decompose`]), and every part is
 //! handed to both the compiled policy and the antivirus engine. The CPU work runs on the
-//! blocking pool so a large message never stalls the reactor.
+//! blocking pool so a large message never stalls the reactor, except for a small message with
+//! nothing in it to decode into more parts ([`cheap_to_scan`]): its scan is bounded by its size
+//! and takes less than the hand-off to the pool and back, so it runs in place.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -355,9 +357,13 @@ pub async fn inspect(
 ) -> Result<MessageVerdict, String> {
     let raw = queue.message_bytes(id).await.map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
-    let verdict = tokio::task::spawn_blocking(move || Scanners::of(&snap).evaluate(&raw))
-        .await
-        .map_err(|e| format!("the scan failed: {e}"))?;
+    let verdict = if cheap_to_scan(&raw) {
+        Scanners::of(&snap).evaluate(&raw)
+    } else {
+        tokio::task::spawn_blocking(move || Scanners::of(&snap).evaluate(&raw))
+            .await
+            .map_err(|e| format!("the scan failed: {e}"))?
+    };
     tracing::info!(
         queue_id = %id,
         verdict = verdict.label(),
@@ -367,6 +373,49 @@ pub async fn inspect(
         "message scanned"
     );
     Ok(verdict)
+}
+
+/// Messages up to this size may be scanned in place (see [`cheap_to_scan`]).
+const INLINE_SCAN_MAX: usize = 64 * 1024;
+
+/// Whether a message is small and holds nothing that decodes into more parts: no base64,
+/// uuencode, yEnc, BinHex or RTF object data anywhere, and every `Content-Type` text or
+/// multipart. Then its parts are its own text and the scan's work is bounded by its size (no
+/// archive, document or bomb to open). Anything else, or anything unsure, goes to the
+/// blocking pool.
+pub(crate) fn cheap_to_scan(raw: &[u8]) -> bool {
+    static MARKERS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build([
+                    "content-type:",
+                    "base64",
+                    "\nbegin ",
+                    "=ybegin",
+                    "binhex",
+                    "objdata",
+                ])
+                .expect("fixed patterns")
+        });
+    if raw.len() > INLINE_SCAN_MAX {
+        return false;
+    }
+    for found in MARKERS.find_iter(raw) {
+        if found.pattern().as_usize() != 0 {
+            return false;
+        }
+        let value = raw[found.end()..].trim_ascii_start();
+        let kind = |prefix: &[u8]| {
+            value
+                .get(..prefix.len())
+                .is_some_and(|v| v.eq_ignore_ascii_case(prefix))
+        };
+        if !(kind(b"text/") || kind(b"multipart/")) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Loads the antivirus engine at start-up from the definitions store, falling back to the
@@ -849,5 +898,38 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn only_small_text_messages_with_nothing_to_decode_are_scanned_in_place() {
+        let plain = b"From: a@example.org\r\nSubject: hi\r\n\r\nHello there.\r\n";
+        assert!(cheap_to_scan(plain));
+        let alternative = b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\
+            Content-Type: text/plain\r\n\r\nhi\r\n--b\r\ncontent-type:  TEXT/html\r\n\r\n\
+            <p>hi</p>\r\n--b--\r\n";
+        assert!(cheap_to_scan(alternative));
+        // Too big, whatever it holds.
+        let mut big = plain.to_vec();
+        big.resize(INLINE_SCAN_MAX + 1, b'x');
+        assert!(!cheap_to_scan(&big));
+        // Anything that decodes into more parts, in any case, anywhere.
+        for not_cheap in [
+            &b"Content-Type: application/zip\r\n\r\nPK"[..],
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: image/png\r\n\r\nx\r\n--b--\r\n",
+            b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: BASE64\r\n\r\naGk=\r\n",
+            b"Subject: x\r\n\r\nsee below\r\nbegin 644 a.exe\r\n`\r\nend\r\n",
+            b"Subject: x\r\n\r\n=ybegin line=128 size=3 name=a.bin\r\nabc\r\n=yend\r\n",
+            b"Subject: x\r\n\r\n(This file must be converted with BinHex 4.0)\r\n",
+            b"Content-Type: text/rtf\r\n\r\n{\\rtf1{\\object{\\*\\objdata 0105}}}\r\n",
+            b"Content-Type: text/html\r\n\r\n<img src=\"data:image/png;base64,iVBOR\">\r\n",
+            b"Content-Type:\r\n\r\nno type at all\r\n",
+        ] {
+            assert!(
+                !cheap_to_scan(not_cheap),
+                "{}",
+                String::from_utf8_lossy(not_cheap)
+            );
+        }
     }
 }
