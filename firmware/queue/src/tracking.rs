@@ -798,18 +798,10 @@ mod tests {
     fn sessions_are_listed_newest_first_and_stored_as_json() {
         let (_dir, tracking) = tracking();
         for n in 0..3u64 {
-            let ended = Utc::now() + chrono::Duration::seconds(n as i64);
-            tracking.record_session(&SessionRecord {
-                session_id: n,
-                started: ended,
-                ended,
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                helo: None,
-                tls: None,
-                messages: 1,
-                rejected: 0,
-                end: "quit".into(),
-            });
+            tracking.record_session(&session(
+                n,
+                Utc::now() + chrono::Duration::seconds(n as i64),
+            ));
         }
         let ids: Vec<u64> = tracking
             .recent_sessions(2)
