@@ -240,6 +240,14 @@ pub(crate) fn read_payload(dir: &Path, pos: LogPos) -> io::Result<Vec<u8>> {
     Ok(payload)
 }
 
+/// A failed write or sync of a segment (or of starting one), with the segment's path: the
+/// segment is abandoned by then, so the writer could no longer name it.
+#[derive(Debug)]
+pub(crate) struct SegmentError {
+    pub(crate) path: PathBuf,
+    pub(crate) error: io::Error,
+}
+
 /// The writer's side of the log: the segment being appended to. Lives on the spool writer thread.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
@@ -309,13 +317,17 @@ impl LogWriter {
     /// Appends `buf` (whole records) to the current segment, starting a new one first when there
     /// is none or it is full. Returns the segment and the offset `buf` starts at. After an error
     /// the segment is abandoned: what follows goes to a new one.
-    pub(crate) fn append(&mut self, buf: &[u8]) -> io::Result<(u64, u64)> {
+    pub(crate) fn append(&mut self, buf: &[u8]) -> Result<(u64, u64), SegmentError> {
         if self
             .current
             .as_ref()
             .is_none_or(|c| c.len >= self.segment_bytes)
         {
-            self.start_segment()?;
+            self.start_segment().map_err(|error| SegmentError {
+                // `start_segment` numbered the segment it tried to start.
+                path: segment_path(&self.dir, self.next_segment - 1),
+                error,
+            })?;
         }
         let current = self.current.as_mut().expect("a segment was just started");
         let at = (current.segment, current.len);
@@ -332,15 +344,16 @@ impl LogWriter {
                 }
                 Ok(at)
             }
-            Err(e) => {
+            Err(error) => {
+                let path = segment_path(&self.dir, current.segment);
                 self.current = None;
-                Err(e)
+                Err(SegmentError { path, error })
             }
         }
     }
 
     /// Makes everything appended so far durable (data, and the file size).
-    pub(crate) fn sync(&mut self) -> io::Result<()> {
+    pub(crate) fn sync(&mut self) -> Result<(), SegmentError> {
         if !self.fsync {
             return Ok(());
         }
@@ -350,28 +363,13 @@ impl LogWriter {
         self.index
             .syncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        current.file.sync_data().inspect_err(|_| {
+        let segment = current.segment;
+        current.file.sync_data().map_err(|error| {
+            let path = segment_path(&self.dir, segment);
             // Whether any of it reached the disk is unknown: never append after it.
             self.current = None;
+            SegmentError { path, error }
         })
-    }
-
-    /// The path of segment `segment`.
-    pub(crate) fn path_of(&self, segment: u64) -> PathBuf {
-        segment_path(&self.dir, segment)
-    }
-
-    /// The current segment, if there is one.
-    pub(crate) fn current_segment(&self) -> Option<u64> {
-        self.current.as_ref().map(|c| c.segment)
-    }
-
-    /// The path of the current segment (for error messages).
-    pub(crate) fn current_path(&self) -> PathBuf {
-        match &self.current {
-            Some(c) => segment_path(&self.dir, c.segment),
-            None => self.dir.clone(),
-        }
     }
 
     fn start_segment(&mut self) -> io::Result<()> {
@@ -937,6 +935,21 @@ mod tests {
         log.segment_bytes = 64 * 1024;
         append_live(&mut log, 40 * 1024);
         assert!(log.preparing.is_none());
+    }
+
+    #[test]
+    fn a_failed_append_names_the_segment_it_was_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        std::fs::create_dir(&log_dir).unwrap();
+        let mut log = writer(&log_dir);
+        let (first, _) = log.append(b"x").unwrap();
+        std::fs::remove_dir_all(&log_dir).unwrap();
+        // The segment is full: the next append must start one, in a directory that is gone.
+        log.current.as_mut().unwrap().len = SEGMENT_BYTES;
+        let e = log.append(b"y").unwrap_err();
+        assert_eq!(e.path, segment_path(&log_dir, first + 1));
+        assert_eq!(e.error.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

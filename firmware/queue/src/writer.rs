@@ -360,7 +360,7 @@ impl Round {
         if let Some(log) = self.log.as_mut()
             && let Err(e) = log.sync()
         {
-            tracing::error!(segment = %log.current_path().display(), error = %e, "cannot sync the message log");
+            tracing::error!(segment = %e.path.display(), error = %e.error, "cannot sync the message log");
         }
     }
 
@@ -459,8 +459,8 @@ impl Round {
             match log.append(&buf) {
                 Ok(at) => appended_at = Some(at),
                 Err(e) => {
-                    tracing::error!(segment = %log.current_path().display(), error = %e, "cannot append to the message log");
-                    log_failure = Some((e.kind(), e.to_string(), log.current_path()));
+                    tracing::error!(segment = %e.path.display(), error = %e.error, "cannot append to the message log");
+                    log_failure = Some((e.error.kind(), e.error.to_string(), e.path));
                 }
             }
         }
@@ -490,12 +490,9 @@ impl Round {
                 && let Some(log) = self.log.as_mut()
             {
                 self.unsynced = false;
-                // Named before the sync: a failed sync abandons the segment.
-                let segment = log.current_segment();
                 if let Err(e) = log.sync() {
-                    let path = segment.map_or_else(|| log.dir().to_path_buf(), |s| log.path_of(s));
-                    tracing::error!(segment = %path.display(), error = %e, "cannot sync the message log");
-                    log_failure = Some((e.kind(), e.to_string(), path));
+                    tracing::error!(segment = %e.path.display(), error = %e.error, "cannot sync the message log");
+                    log_failure = Some((e.error.kind(), e.error.to_string(), e.path));
                 }
             }
             // Attempts held from earlier rounds are covered by this sync.
@@ -634,7 +631,7 @@ impl Round {
             if !done.is_empty()
                 && let Err(e) = log.append(&done)
             {
-                tracing::warn!(error = %e, "cannot record in the message log that messages moved to spool files (harmless: the files win at start-up)");
+                tracing::warn!(error = %e.error, "cannot record in the message log that messages moved to spool files (harmless: the files win at start-up)");
             }
             if !done.is_empty() {
                 self.unsynced = true;
@@ -702,7 +699,7 @@ impl Round {
         let mut done = Vec::new();
         log::encode_done(&mut done, id);
         if let Err(e) = log.append(&done).and_then(|_| log.sync()) {
-            tracing::error!(queue_id = %id, error = %e, "cannot end an undone commit in the message log; it may be delivered after a restart");
+            tracing::error!(queue_id = %id, error = %e.error, "cannot end an undone commit in the message log; it may be delivered after a restart");
         }
         log.index().remove(id);
     }
