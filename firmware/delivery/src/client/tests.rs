@@ -33,6 +33,14 @@ struct Script {
     data_without_recipients: bool,
 }
 
+impl Script {
+    /// This script, answering RCPT TO `address` with `reply`.
+    fn answering_rcpt(mut self, address: &str, reply: &str) -> Script {
+        self.rcpt.insert(address.into(), reply.into());
+        self
+    }
+}
+
 impl Default for Script {
     fn default() -> Script {
         Script {
@@ -326,13 +334,9 @@ const MESSAGE: &[u8] = b"Subject: test\r\n\r\nHello\r\n";
 
 #[tokio::test]
 async fn delivers_to_accepted_recipients_and_reports_refused_ones_per_recipient() {
-    let mut script = Script::default();
-    script
-        .rcpt
-        .insert("bad@example.test".into(), "550 5.1.1 no such user".into());
-    script
-        .rcpt
-        .insert("later@example.test".into(), "450 4.2.1 mailbox busy".into());
+    let script = Script::default()
+        .answering_rcpt("bad@example.test", "550 5.1.1 no such user")
+        .answering_rcpt("later@example.test", "450 4.2.1 mailbox busy");
     let server = FakeServer::start(script).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test", "bad@example.test", "later@example.test"]);
@@ -725,10 +729,7 @@ async fn mail_from_4xx_defers_every_recipient() {
 
 #[tokio::test]
 async fn no_message_is_sent_when_every_recipient_is_refused() {
-    let mut script = Script::default();
-    script
-        .rcpt
-        .insert("bad@example.test".into(), "550 5.1.1 no such user".into());
+    let script = Script::default().answering_rcpt("bad@example.test", "550 5.1.1 no such user");
     let server = FakeServer::start(script).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["bad@example.test"]);
@@ -779,13 +780,11 @@ async fn data_is_not_pipelined_without_pipelining_or_past_the_first_batch_of_rec
 
 #[tokio::test]
 async fn a_server_that_accepts_data_without_recipients_gets_a_lone_dot_and_the_session_goes_on() {
-    let mut script = Script {
+    let script = Script {
         data_without_recipients: true,
         ..Script::default()
-    };
-    script
-        .rcpt
-        .insert("ok@example.test".into(), "550 5.1.1 no such user".into());
+    }
+    .answering_rcpt("ok@example.test", "550 5.1.1 no such user");
     let server = FakeServer::start(script).await;
     let cache = SessionCache::new(SessionCacheLimits::default());
     let (_file, source) = spool(MESSAGE);
@@ -827,13 +826,11 @@ async fn after_a_refused_mail_from_the_pipelined_answers_are_read_and_the_sessio
 
 #[tokio::test]
 async fn end_of_data_4xx_defers_accepted_recipients_and_keeps_refused_ones_failed() {
-    let mut script = Script {
+    let script = Script {
         end_of_data: "451 4.3.0 queue full".into(),
         ..Script::default()
-    };
-    script
-        .rcpt
-        .insert("bad@example.test".into(), "550 5.1.1 no such user".into());
+    }
+    .answering_rcpt("bad@example.test", "550 5.1.1 no such user");
     let server = FakeServer::start(script).await;
     let (_file, source) = spool(MESSAGE);
     let recipients = rcpts(&["ok@example.test", "bad@example.test"]);
@@ -1120,15 +1117,9 @@ async fn consecutive_messages_to_one_host_share_one_session_without_a_reset_betw
 
 #[tokio::test]
 async fn a_transaction_cut_short_is_reset_before_its_session_is_parked() {
-    let mut rcpt = HashMap::new();
-    rcpt.insert(
-        "ok@example.test".to_string(),
-        "550 5.1.1 no such user".to_string(),
-    );
-    let server = FakeServer::start(Script {
-        rcpt,
-        ..Script::default()
-    })
+    let server = FakeServer::start(
+        Script::default().answering_rcpt("ok@example.test", "550 5.1.1 no such user"),
+    )
     .await;
     let cache = SessionCache::new(SessionCacheLimits::default());
     let (_file, source) = spool(MESSAGE);
