@@ -1009,7 +1009,6 @@ fn dir_of(kind: QueueKind) -> SpoolDir {
     }
 }
 
-/// The map of logged entries, locked (plain data: a panic elsewhere cannot leave it half done).
 /// Drops a message that left the queue from the in-memory cache, schedule and logged entries;
 /// returns whether it was a logged message (then it has no entry in sled).
 fn forget_in_memory(
@@ -1023,6 +1022,7 @@ fn forget_in_memory(
     lock_logged(logged).remove(id).is_some()
 }
 
+/// The map of logged entries, locked (plain data: a panic elsewhere cannot leave it half done).
 fn lock_logged(
     logged: &std::sync::Mutex<HashMap<QueueId, QueueEntry>>,
 ) -> std::sync::MutexGuard<'_, HashMap<QueueId, QueueEntry>> {
