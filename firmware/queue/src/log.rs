@@ -612,15 +612,15 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Scanned> {
                 }
                 None => {
                     let rest = &bytes[at..];
-                    let more = rest
+                    if rest.iter().all(|&b| b == 0) {
+                        // The unused rest of a prepared segment (no record can follow in it).
+                    } else if rest
                         .windows(RECORD_MAGIC.len())
                         .skip(1)
-                        .any(|w| w == RECORD_MAGIC);
-                    if more {
+                        .any(|w| w == RECORD_MAGIC)
+                    {
                         tracing::error!(segment = %path.display(), offset = at, "log segment is damaged: records follow one that does not check out; they are not read");
                         scanned.damaged.push(segment);
-                    } else if rest.iter().all(|&b| b == 0) {
-                        // The unused rest of a prepared segment.
                     } else {
                         tracing::warn!(segment = %path.display(), offset = at, bytes = rest.len(), "log segment ends with an incomplete record (a write cut short); ignored");
                     }
