@@ -605,14 +605,12 @@ impl Shared {
     }
 }
 
-/// The sessions of one row of the `sessions` tree, newest first: a list, or a single session in
-/// a row written before rows held several.
+/// The sessions of one row of the `sessions` tree, as stored (oldest first): a list, or a single
+/// session in a row written before rows held several.
 fn session_row(value: &[u8]) -> Vec<SessionRecord> {
-    let mut row = serde_json::from_slice::<Vec<SessionRecord>>(value)
+    serde_json::from_slice::<Vec<SessionRecord>>(value)
         .or_else(|_| serde_json::from_slice::<SessionRecord>(value).map(|one| vec![one]))
-        .unwrap_or_default();
-    row.reverse();
-    row
+        .unwrap_or_default()
 }
 
 /// `new`'s fields, with `old`'s events followed by those of `new` that are not there yet (same
