@@ -384,38 +384,65 @@ const INLINE_SCAN_MAX: usize = 64 * 1024;
 /// archive, document or bomb to open). Anything else, or anything unsure, goes to the
 /// blocking pool.
 pub(crate) fn cheap_to_scan(raw: &[u8]) -> bool {
-    static MARKERS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+    // The markers in lower case, searched in a lower-cased copy of the message taken a chunk at
+    // a time: a case-sensitive search uses the SIMD prefilter and runs about six times faster
+    // than a case-insensitive automaton (which costs 1.4 ns a byte, as much as the scan of a
+    // small plain message itself).
+    const MARKERS: [&str; 6] = [
+        "content-type:",
+        "base64",
+        "\nbegin ",
+        "=ybegin",
+        "binhex",
+        "objdata",
+    ];
+    static FINDER: std::sync::LazyLock<aho_corasick::AhoCorasick> =
         std::sync::LazyLock::new(|| {
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build([
-                    "content-type:",
-                    "base64",
-                    "\nbegin ",
-                    "=ybegin",
-                    "binhex",
-                    "objdata",
-                ])
-                .expect("fixed patterns")
+            aho_corasick::AhoCorasick::new(MARKERS).expect("fixed patterns")
         });
+    // Consecutive chunks overlap by one byte less than the longest marker, so every marker lies
+    // whole in some chunk (one in the overlap is found twice, which changes nothing).
+    const OVERLAP: usize = {
+        let (mut longest, mut i) = (0, 0);
+        while i < MARKERS.len() {
+            if MARKERS[i].len() > longest {
+                longest = MARKERS[i].len();
+            }
+            i += 1;
+        }
+        longest - 1
+    };
+    const CHUNK: usize = 4096;
     if raw.len() > INLINE_SCAN_MAX {
         return false;
     }
-    for found in MARKERS.find_iter(raw) {
-        if found.pattern().as_usize() != 0 {
-            return false;
+    let mut lower = [0u8; CHUNK];
+    let mut from = 0;
+    loop {
+        let end = (from + CHUNK).min(raw.len());
+        let chunk = &mut lower[..end - from];
+        for (l, b) in chunk.iter_mut().zip(&raw[from..end]) {
+            *l = b.to_ascii_lowercase();
         }
-        let value = raw[found.end()..].trim_ascii_start();
-        let kind = |prefix: &[u8]| {
-            value
-                .get(..prefix.len())
-                .is_some_and(|v| v.eq_ignore_ascii_case(prefix))
-        };
-        if !(kind(b"text/") || kind(b"multipart/")) {
-            return false;
+        for found in FINDER.find_iter(&*chunk) {
+            if found.pattern().as_usize() != 0 {
+                return false;
+            }
+            let value = raw[from + found.end()..].trim_ascii_start();
+            let kind = |prefix: &[u8]| {
+                value
+                    .get(..prefix.len())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(prefix))
+            };
+            if !(kind(b"text/") || kind(b"multipart/")) {
+                return false;
+            }
         }
+        if end == raw.len() {
+            return true;
+        }
+        from = end - OVERLAP;
     }
-    true
 }
 
 /// Loads the antivirus engine at start-up from the definitions store, falling back to the
@@ -930,6 +957,39 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(not_cheap)
             );
+        }
+    }
+
+    #[test]
+    fn a_marker_across_a_chunk_boundary_is_found() {
+        // The search lower-cases the message 4 KiB at a time; put each marker at every offset
+        // around the first boundaries, in mixed case.
+        for marker in [
+            &b"BASE64"[..],
+            b"\nBegin ",
+            b"=yBegin",
+            b"BinHex",
+            b"ObjData",
+            b"Content-Type: image/png",
+        ] {
+            for at in (4096 - 30..4096 + 5).chain(8192 - 30..8192 + 5) {
+                let mut message = b"Subject: x\r\n\r\n".to_vec();
+                message.resize(at, b'x');
+                message.extend_from_slice(marker);
+                message.extend_from_slice(b"\r\nmore text\r\n");
+                assert!(
+                    !cheap_to_scan(&message),
+                    "{} at {at}",
+                    String::from_utf8_lossy(marker)
+                );
+            }
+        }
+        // And a harmless Content-Type there still leaves the message cheap.
+        for at in 4096 - 30..4096 + 5 {
+            let mut message = b"Subject: x\r\n\r\n".to_vec();
+            message.resize(at, b'x');
+            message.extend_from_slice(b"\r\nCONTENT-TYPE: Text/plain\r\n\r\nhi\r\n");
+            assert!(cheap_to_scan(&message), "at {at}");
         }
     }
 }
