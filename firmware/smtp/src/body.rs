@@ -75,6 +75,8 @@ impl BodyDecoder {
     /// Decodes `input`, appending message bytes to `out`. Returns how many input bytes were consumed (everything,
     /// unless the message ended or a bare line break was found) and what was found.
     pub(crate) fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Scan) {
+        // The message is about as long as its input: grow the output once, not line by line.
+        out.reserve(input.len());
         let mut i = 0;
         while i < input.len() {
             let byte = input[i];
@@ -89,11 +91,15 @@ impl BodyDecoder {
                         i += 1;
                         continue;
                     }
-                    let run = input[i..]
-                        .iter()
-                        .position(|&b| b == b'\r' || b == b'\n')
-                        .unwrap_or(input.len() - i);
-                    if run > 0 {
+                    let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                    if input.get(i + run..i + run + 2) == Some(b"\r\n") {
+                        // The common case: the rest of the line and its CRLF, in one step.
+                        out.extend_from_slice(&input[i..i + run + 2]);
+                        self.count(run + 2);
+                        self.line_length = 0;
+                        self.position = LinePosition::LineStart;
+                        i += run + 2;
+                    } else if run > 0 {
                         out.extend_from_slice(&input[i..i + run]);
                         self.count(run);
                         self.position = LinePosition::InLine;
@@ -265,6 +271,42 @@ mod tests {
         decoder.decode(b"last line", &mut out);
         decoder.finish_chunked(&mut out).unwrap();
         assert_eq!(out, b"last line\r\n");
+    }
+
+    #[test]
+    fn any_split_of_the_input_decodes_the_same() {
+        let input: &[u8] =
+            b"Subject: x\r\n\r\n..stuffed\r\nplain line\r\n.\r\n\r\nlong line here\r\n.\r\n";
+        let whole = decode_all(Framing::DotTerminated, input);
+        assert_eq!(
+            whole.0,
+            b"Subject: x\r\n\r\n.stuffed\r\nplain line\r\n".to_vec()
+        );
+        for at in 0..=input.len() {
+            let mut decoder = BodyDecoder::new(Framing::DotTerminated, 12);
+            let mut out = Vec::new();
+            let (used, scan) = decoder.decode(&input[..at], &mut out);
+            let (used, scan) = if scan == Scan::NeedMore {
+                let (more, scan) = decoder.decode(&input[at..], &mut out);
+                (used + more, scan)
+            } else {
+                (used, scan)
+            };
+            assert_eq!(
+                (&out, used, scan),
+                (&whole.0, whole.1, whole.2),
+                "split at {at}"
+            );
+            assert!(!decoder.overlong(), "split at {at}");
+        }
+        // Byte by byte, a line one byte over the limit (CRLF included) is flagged.
+        let mut decoder = BodyDecoder::new(Framing::DotTerminated, 12);
+        let mut out = Vec::new();
+        for byte in b"0123456789a\r\n" {
+            decoder.decode(std::slice::from_ref(byte), &mut out);
+        }
+        assert!(decoder.overlong());
+        assert_eq!(out, b"0123456789a\r\n");
     }
 
     #[test]
