@@ -421,7 +421,7 @@ impl Queue {
         limit: usize,
         skip: impl Fn(&QueueId) -> bool,
     ) -> Vec<QueueEntry> {
-        let mut due = Vec::with_capacity(limit);
+        let mut due = Vec::new();
         for id in self.inner.schedule.due(now, limit, skip) {
             match self.get(&id) {
                 Some(e) if e.kind != QueueKind::Hold && !e.in_flight && e.next_attempt <= now => {
