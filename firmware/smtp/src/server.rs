@@ -259,12 +259,18 @@ impl<H: MailHandler> Server<H> {
         let abort = CancellationToken::new();
         let mut sessions = JoinSet::new();
         let listen = listener.local_addr().ok();
+        let nodelay_inherited = set_nodelay_on_listener(&listener);
         info!(listen = ?listen, "SMTP server accepting connections");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.admit(stream, peer, listen, &mut sessions, &shutdown, &abort),
+                    Ok((stream, peer)) => {
+                        if !nodelay_inherited {
+                            let _ = stream.set_nodelay(true);
+                        }
+                        self.admit(stream, peer, listen, &mut sessions, &shutdown, &abort)
+                    }
                     Err(e) => {
                         // Typically out of file descriptors: back off instead of spinning on the error.
                         warn!(error = %e, "accepting an SMTP connection failed");
@@ -302,7 +308,6 @@ impl<H: MailHandler> Server<H> {
         abort: &CancellationToken,
     ) {
         let config = self.config.borrow().clone();
-        let _ = stream.set_nodelay(true);
         // A listener bound to one address accepts only on it: no need to ask the socket.
         let local = match listen {
             Some(addr) if !addr.ip().is_unspecified() => addr,
@@ -331,6 +336,16 @@ impl<H: MailHandler> Server<H> {
             }
         }
     }
+}
+
+/// Sets `TCP_NODELAY` on the listening socket, so that every accepted connection starts with it
+/// (Linux copies it at accept) and no session pays a `setsockopt` of its own. Replies are whole
+/// lines written at once: Nagle's algorithm would only hold them back. Returns whether it worked;
+/// if not, each accepted connection gets it instead.
+fn set_nodelay_on_listener(listener: &TcpListener) -> bool {
+    socket2::SockRef::from(listener)
+        .set_tcp_nodelay(true)
+        .is_ok()
 }
 
 fn report_task_end(joined: Result<(), tokio::task::JoinError>) {
@@ -430,5 +445,24 @@ impl Drop for SessionSlot {
                 table.per_ip.remove(&self.ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (before, _) = listener.accept().await.unwrap();
+        assert!(!before.nodelay().unwrap(), "off unless asked for");
+
+        assert!(set_nodelay_on_listener(&listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (after, _) = listener.accept().await.unwrap();
+        assert!(after.nodelay().unwrap());
     }
 }
