@@ -449,10 +449,11 @@ impl Queue {
         }
         entry.in_flight = true;
         if self.inner.log.contains(id) {
-            // One attempt record in the log, synced with the round's other records.
+            // One attempt record in the log, handed over without waking the writer: it rides
+            // with the next commit's round and sync (or gets a round of its own after 1 ms).
             self.inner
                 .writer
-                .submit(Job::Attempt { id: id.clone() }, None)
+                .submit_riding(Job::Attempt { id: id.clone() })
                 .await?;
             self.put(&entry)?;
         } else {

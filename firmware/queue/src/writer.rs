@@ -34,8 +34,9 @@ const MAX_ROUND: usize = 1024;
 /// longest a job handed over with [`SpoolWriter::send`] waits for a round.
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// How long the answer to an attempt record waits for a commit's sync to share, when its round
-/// has no commit: an attempt-only round would otherwise cost a sync of its own.
+/// How long an attempt record waits for a commit's sync to share: handed over without a wake-up
+/// ([`SpoolWriter::submit_riding`]), or appended in a round without a commit. An attempt-only
+/// round would otherwise cost a wake-up and a sync of its own.
 const ATTEMPT_HOLD: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What runs on the writer thread once a job is durable; its error becomes the job's answer.
@@ -74,6 +75,9 @@ pub(crate) enum Job {
     Persist { id: QueueId },
     /// Flushes the state database.
     FlushState,
+    /// Syncs the message log now: wakes the writer for records handed over without a wake-up
+    /// that someone waits for ([`SpoolWriter::submit_riding`]).
+    SyncLog,
 }
 
 struct Request {
@@ -155,6 +159,32 @@ impl SpoolWriter {
             .as_ref()
             .ok_or(QueueError::ShuttingDown)?
             .send(Request { job, then, done })
+            .map_err(|_| QueueError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(QueueError::ShuttingDown))
+    }
+
+    /// Hands `job` to the writer without waking it, to ride along with the next round (under
+    /// load a commit comes within a fraction of a millisecond), and waits until it is durable.
+    /// If no round takes it within [`ATTEMPT_HOLD`], wakes the writer for it. Dropping the
+    /// returned future does not stop the job.
+    pub(crate) async fn submit_riding(&self, job: Job) -> Result<(), QueueError> {
+        let requests = self.requests.as_ref().ok_or(QueueError::ShuttingDown)?;
+        let (done, mut answer) = oneshot::channel();
+        lock_unasked(&self.unasked).push(Request {
+            job,
+            then: None,
+            done,
+        });
+        if let Ok(answered) = tokio::time::timeout(ATTEMPT_HOLD, &mut answer).await {
+            return answered.unwrap_or(Err(QueueError::ShuttingDown));
+        }
+        // No round came along: wake the writer for one (a writer that is gone cannot answer).
+        requests
+            .send(Request {
+                job: Job::SyncLog,
+                then: None,
+                done: oneshot::channel().0,
+            })
             .map_err(|_| QueueError::ShuttingDown)?;
         answer.await.unwrap_or(Err(QueueError::ShuttingDown))
     }
@@ -292,7 +322,7 @@ impl Pending {
     }
 }
 
-/// The message a job is about (never asked of `FlushState`, which concerns no message).
+/// The message a job is about (never asked of `FlushState` or `SyncLog`, which concern no message).
 fn job_id(job: &Job) -> &QueueId {
     match job {
         Job::Commit { id, .. }
@@ -301,7 +331,7 @@ fn job_id(job: &Job) -> &QueueId {
         | Job::Attempt { id }
         | Job::MarkScanned { id }
         | Job::Persist { id } => id,
-        Job::FlushState => unreachable!("FlushState writes no file"),
+        Job::FlushState | Job::SyncLog => unreachable!("this job concerns no message"),
     }
 }
 
@@ -481,7 +511,9 @@ impl Round {
             // have been delivered: it is delivered again and counted as a possible duplicate).
             // An attempt record in a round without a commit waits (at most ATTEMPT_HOLD) for
             // the sync of a round that has one: under load that saves a sync per attempt.
-            let needs_sync = round.iter().any(|p| matches!(p.via, Via::LogCommit { .. }));
+            let needs_sync = round.iter().any(|p| {
+                matches!(p.via, Via::LogCommit { .. }) || matches!(p.request.job, Job::SyncLog)
+            });
             if appended_at.is_some() {
                 self.unsynced = true;
             }
@@ -767,9 +799,11 @@ fn dirs_of(job: &Job) -> Vec<SpoolDir> {
         Job::Commit { .. } => vec![SpoolDir::Active],
         Job::Remove { dir, .. } => vec![*dir],
         Job::Move { from, to, .. } => vec![*to, *from],
-        Job::Attempt { .. } | Job::MarkScanned { .. } | Job::Persist { .. } | Job::FlushState => {
-            Vec::new()
-        }
+        Job::Attempt { .. }
+        | Job::MarkScanned { .. }
+        | Job::Persist { .. }
+        | Job::FlushState
+        | Job::SyncLog => Vec::new(),
     }
 }
 

@@ -839,3 +839,42 @@ async fn suspects_in_the_log_are_held_in_a_spool_file() {
     assert!(!queue.log_index().await.contains(&entry.id));
     assert_eq!(queue.read_message(&entry.id).await.unwrap(), body("s"));
 }
+
+#[tokio::test]
+async fn an_attempt_record_alone_is_synced_before_its_attempt_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = open(dir.path());
+    let entry = commit(&queue, &["bob@example.com"], "alone").await;
+    let synced = queue.inner.log.syncs();
+    // No commit comes along to share a sync with: the attempt wakes the writer itself.
+    let attempt = tokio::time::timeout(Duration::from_secs(5), queue.begin_attempt(&entry.id))
+        .await
+        .expect("answered without other traffic")
+        .unwrap();
+    assert!(attempt.in_flight);
+    assert_eq!(queue.inner.log.syncs(), synced + 1);
+}
+
+#[tokio::test]
+async fn an_attempt_record_rides_with_the_next_commit_and_shares_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = open(dir.path());
+    let entry = commit(&queue, &["bob@example.com"], "first").await;
+    let synced = queue.inner.log.syncs();
+    // The attempt is handed over first (without waking the writer), then a commit wakes it.
+    let (attempt, second) = tokio::join!(
+        queue.begin_attempt(&entry.id),
+        commit(&queue, &["carol@example.com"], "second")
+    );
+    assert!(attempt.unwrap().in_flight);
+    assert_eq!(queue.inner.log.syncs(), synced + 1, "one sync for both");
+    // Both records are in the log: a restart finds the attempt (a possible duplicate) and the
+    // second message.
+    drop(queue);
+    let (queue, recovery) = open(dir.path());
+    assert_eq!(recovery.possibly_duplicated, 1);
+    assert_eq!(
+        queue.read_message(&second.id).await.unwrap(),
+        body("second")
+    );
+}
