@@ -13,6 +13,8 @@ arch_facts() {
     x86_64)
         DEB_ARCH=amd64
         RUST_TARGET=x86_64-unknown-linux-gnu
+        # jemalloc's page size, log2: x86-64 kernels use 4 KiB pages.
+        JEMALLOC_LG_PAGE=12
         KERNEL_PACKAGE=linux-image-amd64
         EFI_ARCH=x64
         EFI_REMOVABLE=BOOTX64.EFI
@@ -23,6 +25,9 @@ arch_facts() {
     aarch64)
         DEB_ARCH=arm64
         RUST_TARGET=aarch64-unknown-linux-gnu
+        # ARM kernels run with 4, 16 or 64 KiB pages, and jemalloc built for smaller pages than the
+        # kernel's fails at start: 64 KiB works on all three (cross-building cannot ask the board).
+        JEMALLOC_LG_PAGE=16
         KERNEL_PACKAGE=linux-image-arm64
         EFI_ARCH=aa64
         EFI_REMOVABLE=BOOTAA64.EFI

@@ -5,6 +5,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc, not glibc's malloc: the gateway's threads pass messages to each other (SMTP session,
+/// spool writer, delivery, tracking), so much memory is freed on another thread than the one that
+/// allocated it. glibc's per-thread cache takes only chunks up to 1 KiB, seven of a size; every
+/// other such free takes the lock of the arena the chunk came from, and under load those locks
+/// collided at 1.7 futex calls per message. jemalloc's thread caches hold chunks up to 32 KiB
+/// and give them back to their arena in batches.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 use portcullis_av::{ScanOptions, scan_paths_with};
 use portcullis_gateway::config::{ConfigSource, Overrides, control_socket_path};
